@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs
+# (the virtual environment, the requirements, the data) once; a second run reuses it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test test-slow data setup clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
+	touch $@
+
+# `mtl-tf data fetch` downloads and renders only what is missing.
+data: $(STAMP)
+	$(VENV)/bin/mtl-tf data fetch
+
+demo: data
+	$(VENV)/bin/mtl-tf data demo --out runs/data-demo
+
+test: data
+	$(PY) -m pytest -q
+
+test-slow: data
+	$(PY) -m pytest -q -m slow
+
+clean-venv:
+	rm -rf $(VENV)

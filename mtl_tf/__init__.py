@@ -1,0 +1,8 @@
+"""mtl_tf: the core of the multi-task model zoo for Keras and TensorFlow."""
+
+__version__ = "0.1.0"
+
+from mtl_tf import data  # noqa: E402
+
+# So that `tfds.load("mtl_mnist")` works once the project is imported.
+data.register_tfds_builders()

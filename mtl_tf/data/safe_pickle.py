@@ -1,0 +1,92 @@
+"""A restricted unpickler for the pickled data sets (MNIST's `mnist.pkl.gz`, CIFAR-100).
+
+A pickle is a program: loading one can call any importable function. These data files
+only need NumPy arrays, dtypes and scalars inside plain containers, so only the few
+globals NumPy's own pickling emits are admitted; every other global is refused before
+it is imported, so nothing named in the file runs.
+"""
+
+import gzip
+import io
+import pickle
+import struct
+import zlib
+from pathlib import Path
+
+# (module, name) pairs NumPy emits when pickling arrays, across NumPy 1.x and 2.x
+# (`numpy.core` became `numpy._core` in 2.0) and pickle protocols 2 to 5.
+_ALLOWED_GLOBALS = frozenset(
+    (module, name)
+    for prefix in ("numpy.core", "numpy._core")
+    for module, name in (
+        (f"{prefix}.multiarray", "_reconstruct"),
+        (f"{prefix}.multiarray", "scalar"),
+        (f"{prefix}.numeric", "_frombuffer"),
+    )
+) | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """Raised when a pickle names a global outside the NumPy allowlist."""
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def __init__(self, file, path):
+        # latin1 lets NumPy read array buffers written by Python 2 (mnist.pkl.gz).
+        super().__init__(file, encoding="latin1")
+        self._path = path
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"Refusing to unpickle {self._path}: it asks for the global "
+            f"`{module}.{name}`, and only NumPy arrays, dtypes and scalars are "
+            f"admitted. The file is not a data file this project reads, or it has "
+            f"been tampered with; nothing in it was run."
+        )
+
+
+def safe_unpickle(path):
+    """Unpickles `path` (gzip-compressed or plain) admitting only NumPy arrays.
+
+    Args:
+        path: str or `Path`. A `.pkl`, `.pkl.gz` or CIFAR-style pickle file.
+
+    Returns:
+        The unpickled object: plain containers (dict, list, tuple), numbers, strings,
+        bytes and NumPy arrays.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        UnsafePickleError: the pickle names any other global (nothing is executed).
+        ValueError: the file is truncated or corrupt.
+
+    Example:
+    ```python
+    import pickle, tempfile, numpy as np
+    from mtl_tf.data import safe_unpickle
+    path = tempfile.mktemp(suffix=".pkl")
+    with open(path, "wb") as f:
+        pickle.dump({"x": np.arange(3)}, f)
+    assert safe_unpickle(path)["x"].tolist() == [0, 1, 2]
+    ```
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"`path` does not name a file. Received: path={str(path)!r}")
+    raw = path.read_bytes()
+    try:
+        if raw[:2] == _GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+        return _NumpyOnlyUnpickler(io.BytesIO(raw), path).load()
+    except UnsafePickleError:
+        raise
+    except (EOFError, OSError, zlib.error, struct.error, IndexError, ValueError,
+            pickle.UnpicklingError) as error:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
+            f"Delete it and run `mtl-tf data fetch` to obtain a fresh copy."
+        ) from error

@@ -1,0 +1,1 @@
+"""training: training loops, recipes and the `mtl-tf` command line."""

@@ -1,0 +1,1 @@
+"""tuning: keras-tuner search jobs over zoo models (arrive with their issue)."""

@@ -1,0 +1,1 @@
+"""zoo: Keras functional-API builders of multi-task models (families arrive with their issues)."""
