@@ -23,7 +23,13 @@ _ALLOWED_GLOBALS = frozenset(
         (f"{prefix}.multiarray", "scalar"),
         (f"{prefix}.numeric", "_frombuffer"),
     )
-) | {("numpy", "ndarray"), ("numpy", "dtype")}
+) | {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    # Protocol 2 writes Python 3 bytes as `_codecs.encode(str, "latin1")`: a pure
+    # string-to-bytes conversion, nothing more.
+    ("_codecs", "encode"),
+}
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -11,6 +11,7 @@ which download from the internet.
 | mtl_mnist_pairs | mnist_pairs, 1000 pairs per split, seed 0 |
 """
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from mtl_tf.data.helpers import FASHION_MNIST_CLASSES
@@ -100,7 +101,7 @@ class MtlMnistPairs(_LocalBuilder):
 
     def _features(self):
         return tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(2, 14, 14), dtype="float32"),
+            "image": tfds.features.Tensor(shape=(2, 14, 14), dtype=np.float32),
             "compare": tfds.features.ClassLabel(num_classes=2),
             "digit_a": tfds.features.ClassLabel(num_classes=10),
             "digit_b": tfds.features.ClassLabel(num_classes=10),
