@@ -1,0 +1,106 @@
+"""The base of every loss-weighting strategy, and `get()` by name.
+
+Two kinds of strategy, one interface:
+
+- loss-level (fixed, equal, schedules, uncertainty, DWA): `total_loss(losses)` returns the
+  scalar to differentiate; one backward pass serves the whole model.
+- gradient-level (PCGrad, MGDA-UB, CAGrad, GradNorm): `grad_mode` is `"representation"`
+  (per-task gradients at the shared representation, about one extra backward pass) or
+  `"parameters"` (at every shared weight, one trunk backward per task). `combine(grads,
+  losses)` receives the per-task gradients as a T x D matrix and returns the gradient to
+  send into the shared trunk (D) and the per-task weights (T) applied to the heads' own
+  losses if `weights_heads`, else only logged.
+
+State lives in `tf.Variable`s (`self.state`), so a checkpoint of the strategy resumes it.
+The trainer calls `on_epoch_begin(epoch)` and `on_epoch_end(epoch)` at epoch boundaries
+and `observe(losses)` every step; it never asks a strategy's name.
+"""
+
+import difflib
+
+import tensorflow as tf
+
+_REGISTRY = {}
+
+
+def register(name):
+    """Class decorator: makes a strategy available to `get(name)`."""
+
+    def decorator(cls):
+        if name in _REGISTRY:
+            raise ValueError(f"A weighting strategy named {name!r} is already registered "
+                             f"({_REGISTRY[name].__module__}.{_REGISTRY[name].__name__}).")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def available():
+    return sorted(_REGISTRY)
+
+
+def get(identifier, **kwargs):
+    """A strategy from a name (`"uncertainty"`), a config dict (`{"class_name": "lin",
+    "config": {...}}`) or an instance (returned as is)."""
+    if isinstance(identifier, Weighting):
+        return identifier
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        return get(identifier["class_name"], **{**identifier.get("config", {}), **kwargs})
+    if isinstance(identifier, str) and identifier in _REGISTRY:
+        return _REGISTRY[identifier](**kwargs)
+    close = difflib.get_close_matches(str(identifier), _REGISTRY, n=3)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"Could not interpret weighting identifier: weighting={identifier!r}.{hint} "
+                     f"Known strategies: {available()}")
+
+
+class Weighting(tf.Module):
+    """Base class. Subclasses cite their paper and override what they change."""
+
+    name = None
+    grad_mode = None
+    weights_heads = True
+
+    def __init__(self):
+        super().__init__(name=None)
+        self.num_tasks = None
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+
+    def build(self, num_tasks):
+        """Creates the per-task state for `num_tasks` tasks; called once by the trainer."""
+        if not isinstance(num_tasks, int) or num_tasks < 1:
+            raise ValueError(f"`num_tasks` must be a positive integer. Received: num_tasks={num_tasks!r}")
+        self.num_tasks = num_tasks
+        return self
+
+    @property
+    def trainable(self):
+        """Variables trained by the model's optimizer together with the model's weights."""
+        return []
+
+    # --- loss-level ----------------------------------------------------------------------
+    def loss_weights(self, losses):
+        return tf.ones([self.num_tasks])
+
+    def total_loss(self, losses):
+        return tf.reduce_sum(self.loss_weights(losses) * losses)
+
+    # --- gradient-level ------------------------------------------------------------------
+    def combine(self, grads, losses):
+        """grads: T x D per-task gradients. Returns (shared gradient D, weights T)."""
+        raise NotImplementedError(f"{type(self).__name__} is a loss-level strategy.")
+
+    # --- hooks ---------------------------------------------------------------------------
+    def observe(self, losses):
+        """Called in the training step with the batch's per-task losses."""
+
+    def on_epoch_begin(self, epoch):
+        self.epoch.assign(epoch)
+
+    def on_epoch_end(self, epoch):
+        """Called outside the compiled step when an epoch ends."""
+
+    def get_config(self):
+        return {}
