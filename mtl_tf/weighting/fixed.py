@@ -24,14 +24,14 @@ class Fixed(Weighting):
     def build(self, num_tasks):
         if len(self.weights) != num_tasks:
             raise ValueError(f"`weights` must have one entry per task ({num_tasks}). "
-                             f"Received: weights={self.weights!r}")
+                             f"Received: weights={list(self.weights)!r}")
         return super().build(num_tasks)
 
     def loss_weights(self, losses):
         return tf.constant(self.weights, tf.float32)
 
     def get_config(self):
-        return {"weights": self.weights}
+        return {"weights": list(self.weights)}
 
 
 @register("equal")

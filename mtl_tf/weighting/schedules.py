@@ -32,7 +32,7 @@ class _Schedule(Weighting):
         super().build(num_tasks)
         if not self.main or any(not 0 <= i < num_tasks for i in self.main):
             raise ValueError(f"`main` must list task indices in [0, {num_tasks}). "
-                             f"Received: main={self.main!r}")
+                             f"Received: main={list(self.main)!r}")
         return self
 
     def lambda_s(self, epoch):
@@ -44,7 +44,7 @@ class _Schedule(Weighting):
         return tf.where(is_main, lam, 1.0 - lam)
 
     def get_config(self):
-        return {"main": self.main}
+        return {"main": list(self.main)}
 
 
 def _positive(name, value):
