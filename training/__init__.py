@@ -1,1 +1,4 @@
-"""training: training loops, recipes and the `mtl-tf` command line."""
+"""training: the Trainer (tf.GradientTape, per-task gradients, dynamic loss weights),
+recipes, and the `mtl-tf` command line."""
+
+from training.trainer import Trainer, fit

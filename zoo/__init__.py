@@ -1,1 +1,9 @@
-"""zoo: Keras functional-API builders of multi-task models (families arrive with their issues)."""
+"""zoo: Keras functional-API builders of multi-task models, looked up by name.
+
+Every builder takes `tasks` and `input_shape` and returns a functional `keras.Model` whose
+outputs are a dict keyed by task name. Families register themselves in this package's
+modules, imported here, so `import zoo` sees every model.
+"""
+
+from zoo import hard_sharing  # noqa: F401 - registers its models
+from zoo.registry import build, get_builder, list_models, register

@@ -95,12 +95,14 @@ class Weighting(tf.Module):
     # --- hooks ---------------------------------------------------------------------------
     def observe(self, losses):
         """Called in the training step with the batch's per-task losses."""
+        del losses
 
     def on_epoch_begin(self, epoch):
         self.epoch.assign(epoch)
 
     def on_epoch_end(self, epoch):
         """Called outside the compiled step when an epoch ends."""
+        del epoch
 
     def get_config(self):
         return {}

@@ -1,0 +1,106 @@
+"""Per-task gradient taps for models built of a shared trunk and one head per task.
+
+A zoo model is `head_t(trunk(x))` for every task t, with `trunk` a `keras.Sequential`
+whose last layer is the last shared Dense layer. `MultiTaskParts` runs that forward pass
+itself, feeding each head its own `tf.identity` copy of the shared representation z, so
+one gradient of the summed losses with respect to the copies gives every task's gradient
+at z (DESIGN.md: about the cost of one backward pass). From those:
+
+- (a) `representation`: dL_t/dz for every t, T x B x D;
+- (b) `last_layer`: dL_t/dW for the last shared Dense layer's kernel, by one einsum with
+  that layer's input (dz/dW is the same for every task);
+- (c) `shared`: dL_t/dtheta for every shared weight, one trunk backward per task seeded
+  with (a) (`output_gradients`), which skips the heads.
+Gradients of head weights come out of the same single backward pass, since each head only
+sees its own loss.
+"""
+
+import keras
+import tensorflow as tf
+
+
+class MultiTaskParts:
+    """The trunk and heads of a zoo model, found by name (`trunk`, `head_<task>`)."""
+
+    def __init__(self, model, task_names):
+        try:
+            self.trunk = model.get_layer("trunk")
+            self.heads = {t: model.get_layer(f"head_{t}") for t in task_names}
+        except ValueError as error:
+            raise ValueError(
+                f"Model {model.name!r} is not made of a `trunk` and `head_<task>` parts for "
+                f"tasks {list(task_names)}, so per-task gradients at the shared "
+                f"representation cannot be tapped: {error}") from error
+        self.task_names = tuple(task_names)
+        last = self.trunk.layers[-1] if isinstance(self.trunk, keras.Sequential) else None
+        self.last_dense = last if isinstance(last, keras.layers.Dense) else None
+
+    @classmethod
+    def find(cls, model, task_names):
+        """The parts, or None when the model is not built that way."""
+        try:
+            return cls(model, task_names)
+        except ValueError:
+            return None
+
+    @property
+    def shared_variables(self):
+        return self.trunk.trainable_variables
+
+    @property
+    def head_variables(self):
+        return [v for t in self.task_names for v in self.heads[t].trainable_variables]
+
+    def forward(self, x, training=False):
+        """Returns (z, last-layer input or None, copies per task, outputs per task)."""
+        if self.last_dense is not None:
+            h = x
+            for layer in self.trunk.layers[:-1]:
+                h = layer(h, training=training)
+            z = self.last_dense(h, training=training)
+        else:
+            h, z = None, self.trunk(x, training=training)
+        copies = {t: tf.identity(z) for t in self.task_names}
+        outputs = {t: self.heads[t](copies[t], training=training) for t in self.task_names}
+        return z, h, copies, outputs
+
+
+def representation_gradients(tape, summed_loss, copies, task_names):
+    """(a): T x B x D per-task gradients at the shared representation, one backward pass.
+    `summed_loss` is the sum of the task losses, computed inside `tape`."""
+    grads = tape.gradient(summed_loss, [copies[t] for t in task_names])
+    return tf.stack([tf.zeros_like(copies[t]) if g is None else g
+                     for t, g in zip(task_names, grads)])
+
+
+def last_layer_gradients(layer, layer_input, rep_grads):
+    """(b): per-task gradients of `layer`'s kernel and bias, T x I x D and T x D, from the
+    per-task gradients at its output. Backs through its elementwise activation once."""
+    with tf.GradientTape() as tape:
+        pre = tf.matmul(layer_input, layer.kernel)
+        if layer.use_bias:
+            pre = pre + layer.bias
+        tape.watch(pre)
+        out = layer.activation(pre)
+    slope = tape.gradient(out, pre, output_gradients=tf.ones_like(out))  # act'(pre)
+    pre_grads = rep_grads * slope[None]
+    kernel = tf.einsum("bi,tbj->tij", layer_input, pre_grads)
+    bias = tf.reduce_sum(pre_grads, axis=1)
+    return kernel, bias
+
+
+def shared_gradients(tape, z, variables, rep_grads):
+    """(c): per task, the gradients of every shared variable (a list of T lists)."""
+    return [tape.gradient(z, variables, output_gradients=rep_grads[t])
+            for t in range(rep_grads.shape[0])]
+
+
+def flatten(grads):
+    """A list of per-variable gradients -> one vector."""
+    return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
+
+
+def unflatten(vector, like):
+    """One vector -> tensors shaped like `like`."""
+    sizes = [tf.size(v) for v in like]
+    return [tf.reshape(p, tf.shape(v)) for p, v in zip(tf.split(vector, sizes), like)]

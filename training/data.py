@@ -1,0 +1,49 @@
+"""Input pipelines the trainer accepts."""
+
+import numpy as np
+import tensorflow as tf
+
+
+def epoch_dataset(x, y, batch_size, seed=0, start_epoch=0, shuffle=True):
+    """An endless dataset of batches from in-memory arrays whose order in epoch e depends
+    only on (seed, e), so a run resumed at epoch e sees exactly the batches an
+    uninterrupted run would. Batches never straddle an epoch boundary.
+
+    Returns (dataset, steps_per_epoch).
+    """
+    x = tf.constant(x)
+    y = tf.nest.map_structure(tf.constant, y)
+    n = int(x.shape[0])
+    steps = -(-n // batch_size)
+
+    def epoch_indices(epoch):
+        indices = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            indices = tf.random.experimental.stateless_shuffle(
+                indices, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+
+    def gather(indices):
+        return tf.gather(x, indices), tf.nest.map_structure(lambda a: tf.gather(a, indices), y)
+
+    dataset = (tf.data.Dataset.range(start_epoch, np.iinfo(np.int64).max)
+               .flat_map(epoch_indices).map(gather).prefetch(2))
+    options = tf.data.Options()
+    options.autotune.enabled = False  # in-memory data: autotuning stalls at epoch ends
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options), steps
+
+
+def as_labels(y, task_names):
+    """`y` as a dict keyed by task; a bare array is accepted for a single task."""
+    if isinstance(y, dict):
+        missing = [t for t in task_names if t not in y]
+        extra = [k for k in y if k not in task_names]
+        if missing or extra:
+            raise ValueError(f"The label dict must have one entry per task {list(task_names)}. "
+                             f"Missing: {missing}; unknown: {extra}")
+        return {t: y[t] for t in task_names}
+    if len(task_names) == 1:
+        return {task_names[0]: y}
+    raise ValueError(f"Labels for {len(task_names)} tasks must be a dict keyed by task name "
+                     f"{list(task_names)}. Received: {type(y).__name__}")
