@@ -22,6 +22,7 @@ data: $(STAMP)
 
 demo: data
 	$(VENV)/bin/mtl-tf data demo --out runs/data-demo
+	$(VENV)/bin/mtl-tf demo --out runs/demo --saved-model saved_models/hard_sharing_demo
 
 test: data
 	$(PY) -m pytest -q

@@ -51,6 +51,77 @@ def _data_demo(args):
     print(f"sample grid written to {grid}")
 
 
+def _parse_kwargs(pairs):
+    """`key=value` pairs, values parsed as JSON when they parse (numbers, lists)."""
+    import json
+
+    result = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"Options must look like key=value. Received: {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            result[key] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key] = value
+    return result
+
+
+def _train(args):
+    from training import run
+
+    _, _, test = run.train(
+        args.model, args.tasks.split(","), args.run_dir, weighting=args.weighting,
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        limit=args.limit, seed=args.seed, model_kwargs=_parse_kwargs(args.model_option),
+        weighting_kwargs=_parse_kwargs(args.weighting_option))
+    _print_test(test)
+
+
+def _print_test(test):
+    print("test:", "  ".join(f"{k}={v:.4f}" for k, v in sorted(test.items())))
+
+
+def _export(args):
+    import mtl_tf.export
+    from training import run
+
+    model = run.restore_model(args.run_dir)
+    path = mtl_tf.export.save(model, args.to, overwrite=args.overwrite)
+    print(f"SavedModel written to {path}")
+
+
+def _predict(args):
+    from training import run
+
+    for path, row in zip(args.images, run.predict(args.saved_model, args.images)):
+        print(path, "  ".join(f"{task}={c} (p={p:.3f})" for task, (c, p) in sorted(row.items())))
+
+
+def _demo(args):
+    import json
+
+    import mtl_tf.export
+    from mtl_tf.plots import plot_history
+    from training import run
+
+    tasks = ["mnist", "fashion_mnist", "letters"]
+    out = Path(args.out)
+    print(f"Training hard_sharing on {', '.join(tasks)} (letters: rendered from fonts, "
+          f"NotMNIST-like) with {args.weighting} weighting, {args.epochs} epochs.")
+    trainer, history, test = run.train(
+        "hard_sharing", tasks, out / "run", weighting=args.weighting, epochs=args.epochs,
+        batch_size=128, limit=args.limit, verbose=1)
+    print("\nper-task test accuracy:")
+    for task in tasks:
+        print(f"  {task:<14} {test[f'{task}_accuracy']:.4f}")
+    saved = mtl_tf.export.save(trainer.model, args.saved_model, overwrite=True)
+    plot = plot_history(history.history, tasks, out / "learning_curves.png",
+                        title=f"hard_sharing, {args.weighting} weighting")
+    (out / "test_metrics.json").write_text(json.dumps(test, indent=2))
+    print(f"SavedModel: {saved}\nlearning curves and loss weights: {plot}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mtl-tf", description="The multi-task model zoo.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +135,41 @@ def build_parser():
     demo = data_commands.add_parser("demo", help="split sizes, class counts, a sample grid")
     demo.add_argument("--out", default="runs/data-demo", help="folder for the PNG grid")
     demo.set_defaults(run=_data_demo)
+    train = commands.add_parser("train", help="train a zoo model on pooled data sets")
+    train.add_argument("model", help="a registered model name (see zoo.list_models())")
+    train.add_argument("--tasks", default="mnist,fashion_mnist",
+                       help="comma-separated data sets, one task each")
+    train.add_argument("--weighting", default="equal", help="a weighting strategy name")
+    train.add_argument("--weighting-option", action="append", metavar="KEY=VALUE",
+                       help="a weighting argument, e.g. sigma=40 (repeatable)")
+    train.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                       help="a builder argument, e.g. trunk=dense (repeatable)")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--limit", type=int, default=None, help="training examples per task")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--run-dir", required=True, help="checkpoints and logs; resumed if present")
+    train.set_defaults(run=_train)
+
+    export = commands.add_parser("export", help="export a run's model as a SavedModel")
+    export.add_argument("run_dir")
+    export.add_argument("--to", required=True, help="the SavedModel folder to write")
+    export.add_argument("--overwrite", action="store_true")
+    export.set_defaults(run=_export)
+
+    predict = commands.add_parser("predict", help="run a SavedModel on image files")
+    predict.add_argument("saved_model")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.set_defaults(run=_predict)
+
+    demo = commands.add_parser("demo", help="train, evaluate, export and plot a short run")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--saved-model", default="saved_models/hard_sharing_demo")
+    demo.add_argument("--weighting", default="uncertainty")
+    demo.add_argument("--epochs", type=int, default=2)
+    demo.add_argument("--limit", type=int, default=None, help="training examples per task")
+    demo.set_defaults(run=_demo)
     return parser
 
 
@@ -71,7 +177,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as error:
+    except (ValueError, RuntimeError, OSError) as error:
         print(f"mtl-tf: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,113 @@
+"""Export for serving: a SavedModel with outputs named by task, and the `.keras` format.
+
+The SavedModel's `serving_default` takes one float32 tensor named `inputs` (batch first,
+the model's input shape) and returns a dict keyed by task name; one more signature per
+task returns just that task's output. A process that never imported this project loads
+it with `tf.saved_model.load(path).signatures["serving_default"](inputs=...)`.
+Writes are atomic: everything goes to a temporary folder beside `path`, renamed onto
+`path` only when complete, so a failed export leaves nothing behind (and an existing
+export untouched unless `overwrite=True`).
+"""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+
+def _output_names(model):
+    outputs = model.output
+    if not isinstance(outputs, dict):
+        raise ValueError(f"Only models with dict outputs keyed by task can be exported with "
+                         f"task names. Model {model.name!r} returns {type(outputs).__name__}.")
+    return list(outputs)
+
+
+def _check_target(path, overwrite):
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"`path` already exists; pass overwrite=True to replace it. "
+                              f"Received: path={str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _replace(tmp, path):
+    """Renames `tmp` onto `path`, moving an old `path` aside first and deleting it after."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        path.rename(old / "previous")
+    tmp.rename(path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save(model, path, overwrite=False):
+    """Writes `model` as a SavedModel at `path` (see the module docstring).
+
+    Args:
+        model: a `keras.Model` with one input and dict outputs keyed by task.
+        path: str or `Path`. The SavedModel folder to create.
+        overwrite: bool. Replace an existing `path`. Defaults to `False`.
+
+    Returns:
+        The `Path` written.
+
+    Example:
+    ```python
+    import tempfile, numpy as np, tensorflow as tf
+    import zoo, mtl_tf.export
+    model = zoo.build("hard_sharing", tasks={"a": 2}, input_shape=(4,), trunk="dense", units=(8,))
+    path = mtl_tf.export.save(model, tempfile.mkdtemp() + "/m")
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    assert set(serve(inputs=tf.zeros((1, 4)))) == {"a"}
+    ```
+    """
+    names = _output_names(model)
+    path = _check_target(path, overwrite)
+    spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="inputs")
+    module = tf.Module()
+    module.model = model
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        outputs = model(inputs, training=False)
+        return {name: tf.identity(outputs[name], name=name) for name in names}
+
+    signatures = {"serving_default": serve}
+    for name in names:
+        def one(inputs, _name=name):
+            return {_name: model(inputs, training=False)[_name]}
+        signatures[name] = tf.function(one, input_signature=[spec])
+    module.serve = serve
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        _replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def save_keras(model, path, overwrite=False):
+    """Writes `model` in the Keras `.keras` format, atomically. Load it with
+    `load_keras(path)`, which keeps Keras's `safe_mode=True` (no arbitrary code)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"`path` must end in .keras. Received: path={str(path)!r}")
+    path = _check_target(path, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        model.save(str(tmp / path.name))
+        (tmp / path.name).replace(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def load_keras(path):
+    """Loads a `.keras` file with `safe_mode=True`."""
+    return keras.saving.load_model(str(path), safe_mode=True)

@@ -1,0 +1,117 @@
+"""Command-line runs: train a zoo model on pooled data sets, export it, predict with it.
+
+A run directory holds `config.json` (enough to rebuild the model), `checkpoints/`,
+`history.csv` and `tensorboard/`; `mtl-tf train` with the same run directory resumes.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mtl_tf.data import load_numpy, pool
+
+IMAGE_SETS = ("mnist", "fashion_mnist", "letters")
+
+
+def pooled_arrays(task_names, split, limit=None, seed=0):
+    """Pools the named 28x28 data sets (one task each): float32 images N x 28 x 28 x 1 in
+    [0, 1] and labels keyed by task, -1 where an example belongs to another task."""
+    unknown = [t for t in task_names if t not in IMAGE_SETS]
+    if unknown:
+        raise ValueError(f"`tasks` must be data sets among {list(IMAGE_SETS)}. Received "
+                         f"unknown: {unknown}")
+    sets = {}
+    for name in task_names:
+        images, labels = load_numpy(name, split)
+        sets[name] = (images[:limit], labels[:limit]) if limit else (images, labels)
+    pooled = pool(sets, seed=seed)
+    return (pooled.images[..., None].astype(np.float32) / 255.0), pooled.labels
+
+
+def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_size=128,
+          learning_rate=1e-3, limit=None, seed=0, model_kwargs=None, weighting_kwargs=None,
+          verbose=1):
+    """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs)."""
+    import keras
+
+    import zoo
+    from training.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    config = {"model": model_name, "tasks": list(task_names), "weighting": weighting,
+              "weighting_kwargs": weighting_kwargs or {}, "model_kwargs": model_kwargs or {},
+              "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+              "limit": limit, "seed": seed}
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        previous = json.loads(config_path.read_text())
+        changed = {k: (previous.get(k), v) for k, v in config.items()
+                   if k != "epochs" and previous.get(k) != v}
+        if changed:
+            raise ValueError(f"`run_dir` {str(run_dir)!r} holds a run with other settings "
+                             f"(old, new): {changed}. Use a new run directory.")
+    keras.utils.set_random_seed(seed)
+    model = build_model(config)
+    x, y = pooled_arrays(task_names, "train", limit, seed)
+    x_test, y_test = pooled_arrays(task_names, "test")
+    trainer = Trainer(model, weighting={"class_name": weighting, "config": config["weighting_kwargs"]},
+                      optimizer=keras.optimizers.Adam(learning_rate), run_dir=run_dir, seed=seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config, indent=2))
+    start = time.time()
+    history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
+                          validation_data=(x_test, y_test), verbose=verbose)
+    test = trainer.evaluate((x_test, y_test))
+    (run_dir / "test_metrics.json").write_text(json.dumps(
+        {**test, "train_seconds": time.time() - start}, indent=2))
+    return trainer, history, test
+
+
+def build_model(config):
+    import zoo
+
+    return zoo.build(config["model"], tasks={t: 10 for t in config["tasks"]},
+                     input_shape=(28, 28, 1), **config.get("model_kwargs", {}))
+
+
+def restore_model(run_dir):
+    """Rebuilds the model of `run_dir` and loads its latest checkpoint's weights."""
+    import tensorflow as tf
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"`run_dir` has no config.json; is it a run directory of "
+                                f"`mtl-tf train`? Received: run_dir={str(run_dir)!r}")
+    model = build_model(json.loads(config_path.read_text()))
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    if latest is None:
+        raise FileNotFoundError(f"`run_dir` has no checkpoint yet. Received: run_dir={str(run_dir)!r}")
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model
+
+
+def predict(saved_model, images):
+    """Loads image files (any size, converted to grey 28x28) and runs the SavedModel.
+    Returns a list of {task: (class, probability)} per image."""
+    import tensorflow as tf
+    from PIL import Image
+
+    batch = []
+    for path in images:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"`IMAGE` does not name a file. Received: {path!r}")
+        image = Image.open(path).convert("L").resize((28, 28))
+        batch.append(np.asarray(image, np.float32)[..., None] / 255.0)
+    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    outputs = serve(inputs=tf.constant(np.stack(batch)))
+    results = []
+    for i in range(len(batch)):
+        row = {}
+        for task, logits in outputs.items():
+            p = tf.nn.softmax(logits[i]).numpy()
+            row[task] = (int(p.argmax()), float(p.max()))
+        results.append(row)
+    return results
