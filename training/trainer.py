@@ -116,13 +116,27 @@ class Trainer:
         return run
 
     def _losses(self, y, outputs):
-        return tf.stack([task.loss(y[task.name], outputs[task.name]) for task in self.tasks])
+        """Per-task losses, T. Each task's loss is the mean over the labelled examples of
+        the global batch, so replicas holding different numbers of labelled examples
+        still add up to the one-device loss: the value is the global loss, the gradient
+        flows through this replica's share of it. Also returns the local sums and counts."""
+        sums, counts = [], []
+        for task in self.tasks:
+            mask = task.label_mask(y[task.name])
+            sums.append(tf.reduce_sum(task.per_example_loss(y[task.name], outputs[task.name]) * mask))
+            counts.append(tf.reduce_sum(mask))
+        sums, counts = tf.stack(sums), tf.stack(counts)
+        context = tf.distribute.get_replica_context()
+        if self.distribution.num_replicas_in_sync == 1 or context is None:
+            return tf.math.divide_no_nan(sums, counts), sums, counts
+        share = tf.math.divide_no_nan(sums, context.all_reduce("SUM", counts))
+        total = context.all_reduce("SUM", tf.stop_gradient(share))
+        return share + tf.stop_gradient(total - share), sums, counts
 
-    def _stats(self, y, outputs, losses):
-        counts = tf.stack([tf.reduce_sum(t.label_mask(y[t.name])) for t in self.tasks])
+    def _stats(self, y, outputs, sums, counts):
         metric = tf.stack([tf.reduce_sum(t.correct(y[t.name], outputs[t.name]) * t.label_mask(y[t.name]))
                            for t in self.tasks])
-        return {"loss_sum": losses * counts, "metric_sum": metric, "count": counts}
+        return {"loss_sum": tf.stop_gradient(sums), "metric_sum": metric, "count": counts}
 
     def _train_step(self, x, y):
         replicas = self.distribution.num_replicas_in_sync
@@ -132,16 +146,20 @@ class Trainer:
                 z, _, copies, outputs = self.parts.forward(x, training=True)
             else:
                 outputs = self.model(x, training=True)
-            losses = self._losses(y, outputs)
-            # Everything differentiated is computed here, inside the tape.
+            losses, sums, counts = self._losses(y, outputs)
+            # Everything differentiated is computed here, inside the tape. The optimizer
+            # sums gradients over replicas: each replica's share of the losses adds up to
+            # the global gradient; terms every replica computes in full are divided.
             summed = tf.reduce_sum(losses)
             regularization = tf.add_n(self.model.losses) / replicas if self.model.losses else 0.0
             if mode is None:
-                total = self.weighting.total_loss(losses) / replicas + regularization
+                total = self.weighting.total_loss(losses) + regularization
         self.weighting.observe(losses)
         if mode is None:
-            variables = self.model.trainable_variables + self.weighting.trainable
+            model_variables = self.model.trainable_variables
+            variables = model_variables + self.weighting.trainable
             grads = tape.gradient(total, variables)
+            grads = grads[: len(model_variables)] + [g / replicas for g in grads[len(model_variables):]]
             weights = self.weighting.loss_weights(losses)
         else:
             shared = self.parts.shared_variables
@@ -163,19 +181,20 @@ class Trainer:
                 scale = [weights[i] for i, vs in enumerate(heads) for _ in vs]
                 head_grads = [g * s for g, s in zip(head_grads, scale)]
             variables = shared + flat_heads
-            grads = [g / replicas for g in shared_grads + head_grads]
+            grads = list(shared_grads) + list(head_grads)
             if self.model.losses:
                 extra = tape.gradient(regularization, variables)
                 grads = [g if e is None else g + e for g, e in zip(grads, extra)]
             del tape
         self.optimizer.apply_gradients(zip(grads, variables))
-        stats = self._stats(y, outputs, losses)
+        stats = self._stats(y, outputs, sums, counts)
         stats["weights"] = tf.cast(weights, tf.float32) / replicas
         return stats
 
     def _eval_step(self, x, y):
         outputs = self.model(x, training=False)
-        return self._stats(y, outputs, self._losses(y, outputs))
+        _, sums, counts = self._losses(y, outputs)
+        return self._stats(y, outputs, sums, counts)
 
     # === Per-task gradients for callbacks (Selective Sharing reads them) ===================
     def task_gradients(self, x, y, kind="representation"):
@@ -193,7 +212,7 @@ class Trainer:
         y = as_labels(y, self.task_names)
         with tf.GradientTape(persistent=True) as tape:
             z, h, copies, outputs = self.parts.forward(tf.convert_to_tensor(x), training=False)
-            summed = tf.reduce_sum(self._losses(y, outputs))
+            summed = tf.reduce_sum(self._losses(y, outputs)[0])
         rep = representation_gradients(tape, summed, copies, self.task_names)
         if kind == "representation":
             return rep

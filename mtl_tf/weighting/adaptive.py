@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import Weighting, register
+from mtl_tf.weighting.base import Weighting, register, state_variable
 
 
 @register("uncertainty")
@@ -50,11 +50,11 @@ class DynamicWeightAverage(Weighting):
 
     def build(self, num_tasks):
         super().build(num_tasks)
-        self.history = tf.Variable(tf.zeros([2, num_tasks]), trainable=False, name="history")
-        self.epochs_seen = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_seen")
-        self.loss_sum = tf.Variable(tf.zeros([num_tasks]), trainable=False, name="loss_sum")
-        self.steps = tf.Variable(0.0, trainable=False, name="steps")
-        self.weights = tf.Variable(tf.ones([num_tasks]), trainable=False, name="weights")
+        self.history = state_variable(tf.zeros([2, num_tasks]), name="history")
+        self.epochs_seen = state_variable(0, dtype=tf.int64, name="epochs_seen")
+        self.loss_sum = state_variable(tf.zeros([num_tasks]), name="loss_sum")
+        self.steps = state_variable(0.0, name="steps")
+        self.weights = state_variable(tf.ones([num_tasks]), name="weights")
         return self
 
     def loss_weights(self, losses):
@@ -102,9 +102,8 @@ class GradNorm(Weighting):
 
     def build(self, num_tasks):
         super().build(num_tasks)
-        self.weights = tf.Variable(tf.ones([num_tasks]), trainable=False, name="weights")
-        self.initial_losses = tf.Variable(tf.zeros([num_tasks]), trainable=False,
-                                          name="initial_losses")
+        self.weights = state_variable(tf.ones([num_tasks]), name="weights")
+        self.initial_losses = state_variable(tf.zeros([num_tasks]), name="initial_losses")
         return self
 
     def loss_weights(self, losses):

@@ -11,7 +11,8 @@ Two kinds of strategy, one interface:
   send into the shared trunk (D) and the per-task weights (T) applied to the heads' own
   losses if `weights_heads`, else only logged.
 
-State lives in `tf.Variable`s (`self.state`), so a checkpoint of the strategy resumes it.
+State lives in `tf.Variable`s tracked by this `tf.Module`, so a checkpoint of the strategy
+resumes it.
 The trainer calls `on_epoch_begin(epoch)` and `on_epoch_end(epoch)` at epoch boundaries
 and `observe(losses)` every step; it never asks a strategy's name.
 """
@@ -35,6 +36,14 @@ def register(name):
         return cls
 
     return decorator
+
+
+def state_variable(initial_value, dtype=None, name=None):
+    """A non-trainable state variable. Under a distribution strategy every replica holds
+    the same value (strategies see the global losses) and updates it in replica context,
+    so the first replica's update is the one kept."""
+    return tf.Variable(initial_value, dtype=dtype, trainable=False, name=name,
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
 def available():
@@ -66,7 +75,7 @@ class Weighting(tf.Module):
     def __init__(self):
         super().__init__(name=None)
         self.num_tasks = None
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.epoch = state_variable(0, dtype=tf.int64, name="epoch")
 
     def build(self, num_tasks):
         """Creates the per-task state for `num_tasks` tasks; called once by the trainer."""

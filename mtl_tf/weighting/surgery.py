@@ -7,7 +7,7 @@ gradient. The heads get their own tasks' unweighted gradients, as in LibMTL.
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import Weighting, register
+from mtl_tf.weighting.base import Weighting, register, state_variable
 
 
 class _GradientLevel(Weighting):
@@ -43,7 +43,7 @@ class PCGrad(_GradientLevel):
 
     def build(self, num_tasks):
         super().build(num_tasks)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.step = state_variable(0, dtype=tf.int64, name="step")
         return self
 
     def combine(self, grads, losses):

@@ -1,0 +1,115 @@
+"""The Trainer: learning, callbacks, logs, resume after a kill, distribution, bad input."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import zoo
+from mtl_tf import weighting
+from tests.helpers import two_task_batch
+from training import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = {"mnist": 10, "fashion_mnist": 10}
+
+
+def _model():
+    return zoo.build("hard_sharing", tasks=TASKS, input_shape=(28, 28, 1), trunk="dense",
+                     units=(64,))
+
+
+@pytest.mark.parametrize("name", weighting.available())
+def test_every_weighting_strategy_lowers_the_loss(name):
+    keras.utils.set_random_seed(0)
+    kwargs = {"fixed": {"weights": [1.0, 2.0]}, "stairs_t1": {"t1": 1}, "lin": {"epochs": 3},
+              "lin_t1": {"t1": 2}, "exp_sigma": {"sigma": 2}}.get(name, {})
+    x, y = two_task_batch()
+    trainer = Trainer(_model(), weighting=weighting.get(name, **kwargs))
+    before = trainer.evaluate((x, y))
+    history = trainer.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    after = trainer.evaluate((x, y))
+    assert after["loss"] < 0.7 * before["loss"], (before, after)
+    assert len(history.history["weight_mnist"]) == 3
+
+
+def test_logs_history_csv_tensorboard_and_callbacks(tmp_path):
+    x, y = two_task_batch()
+    trainer = Trainer(_model(), weighting="uncertainty", run_dir=tmp_path)
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    history = trainer.fit(x, y, epochs=5, batch_size=64, validation_data=(x, y),
+                          callbacks=[stopper], verbose=0)
+    # EarlyStopping (min_delta 10 is never reached) stops after its patience.
+    assert len(history.history["loss"]) == 2
+    keys = {"loss", "mnist_loss", "mnist_accuracy", "fashion_mnist_accuracy", "weight_mnist",
+            "val_mnist_accuracy", "val_loss"}
+    assert keys <= set(history.history)
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert len(rows) == 2 and float(rows[1]["weight_mnist"]) == pytest.approx(
+        history.history["weight_mnist"][1], rel=1e-5)
+    assert list((tmp_path / "tensorboard" / "train").iterdir())
+    assert list((tmp_path / "tensorboard" / "validation").iterdir())
+    assert (tmp_path / "checkpoints" / "checkpoint").is_file()
+
+
+def _run_script(run_dir, epochs, out, layout="single", **popen):
+    return subprocess.Popen([sys.executable, "-m", "tests.training.resume_script", str(run_dir),
+                             str(epochs), str(out), layout], cwd=ROOT, **popen)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+    epochs = 4
+    reference = _run_script("-", epochs, tmp_path / "reference.npz")
+    killed = _run_script(tmp_path / "run", epochs, tmp_path / "never.npz",
+                         stderr=subprocess.DEVNULL)
+    marker = tmp_path / "run" / "checkpoints" / "ckpt-2.index"
+    deadline = time.time() + 240
+    while not marker.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), "the run never reached its second checkpoint"
+    killed.send_signal(signal.SIGKILL)  # mid-epoch 3, with no chance to clean up
+    killed.wait()
+    assert not (tmp_path / "never.npz").exists()
+    resumed = _run_script(tmp_path / "run", epochs, tmp_path / "resumed.npz")
+    assert resumed.wait(timeout=300) == 0 and reference.wait(timeout=300) == 0
+    want, got = np.load(tmp_path / "reference.npz"), np.load(tmp_path / "resumed.npz")
+    assert sorted(want.files) == sorted(got.files)
+    for key in want.files:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
+    one = _run_script("-", 2, tmp_path / "one.npz")
+    two = _run_script("-", 2, tmp_path / "two.npz", "mirrored")
+    assert one.wait(timeout=300) == 0 and two.wait(timeout=300) == 0
+    want, got = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    for key in want.files:
+        np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
+
+
+def test_label_dict_must_match_the_tasks():
+    x, y = two_task_batch()
+    trainer = Trainer(_model())
+    with pytest.raises(ValueError, match=r"Missing: \['fashion_mnist'\]; unknown: \['fashion'\]"):
+        trainer.fit(x, {"mnist": y["mnist"], "fashion": y["fashion_mnist"]}, verbose=0)
+
+
+def test_bad_trainer_arguments_are_named():
+    with pytest.raises(ValueError, match=r"weighting='pcgard'.*Did you mean 'pcgrad'"):
+        Trainer(_model(), weighting="pcgard")
+    with pytest.raises(ValueError, match=r"no output for: \['letters'\]"):
+        Trainer(_model(), tasks={"letters": 10})
+    with pytest.raises(ValueError, match=r"epochs=0"):
+        Trainer(_model()).fit(*two_task_batch(), epochs=0)
+    inputs = keras.Input((4,))
+    plain = keras.Model(inputs, {"a": keras.layers.Dense(2)(inputs)})
+    with pytest.raises(ValueError, match=r"not made of a `trunk` and `head_<task>`"):
+        Trainer(plain, weighting="mgda")
+    assert Trainer(plain, weighting="uncertainty").task_names == ("a",)
