@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-slow data setup clean-venv
+.PHONY: demo test test-slow bench data setup clean-venv
 
 setup: $(STAMP)
 
@@ -32,3 +32,8 @@ test-slow: data
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Speed figures (not tests): per-task gradient costs, Trainer vs Keras fit() throughput.
+bench: data
+	$(PY) -m benchmarks.gradient_taps
+	$(PY) -m benchmarks.throughput

@@ -113,3 +113,37 @@ def test_bad_trainer_arguments_are_named():
     with pytest.raises(ValueError, match=r"not made of a `trunk` and `head_<task>`"):
         Trainer(plain, weighting="mgda")
     assert Trainer(plain, weighting="uncertainty").task_names == ("a",)
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_match_one_device(tmp_path):
+    import json
+
+    one = _run_script("-", 2, tmp_path / "one.npz")
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        processes.append(_run_script("-", 2, tmp_path / f"worker{index}.npz", "multiworker",
+                                     env=env, stderr=subprocess.PIPE))
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err.decode()[-3000:]
+    assert one.wait(timeout=300) == 0
+    want = np.load(tmp_path / "one.npz")
+    for index in range(2):
+        got = np.load(tmp_path / f"worker{index}.npz")
+        for key in want.files:
+            np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
