@@ -72,15 +72,26 @@ def save(model, path, overwrite=False):
     module = tf.Module()
     module.model = model
 
+    expected = tuple(model.input_shape[1:])
+    message = f"`inputs` must be float32 of shape (batch, {', '.join(map(str, expected))})"
+
+    def run(inputs):
+        # A loaded signature does not enforce its input shape; say plainly what is wrong
+        # instead of failing deep inside the graph.
+        check = tf.debugging.assert_equal(tf.shape(inputs)[1:], tf.constant(expected),
+                                          message=message)
+        with tf.control_dependencies([check]):
+            return model(tf.identity(inputs), training=False)
+
     @tf.function(input_signature=[spec])
     def serve(inputs):
-        outputs = model(inputs, training=False)
+        outputs = run(inputs)
         return {name: tf.identity(outputs[name], name=name) for name in names}
 
     signatures = {"serving_default": serve}
     for name in names:
         def one(inputs, _name=name):
-            return {_name: model(inputs, training=False)[_name]}
+            return {_name: run(inputs)[_name]}
         signatures[name] = tf.function(one, input_signature=[spec])
     module.serve = serve
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))

@@ -97,6 +97,8 @@ class Trainer:
                 self.optimizer.learning_rate = learning_rate
             self.optimizer.build(model.trainable_variables + self.weighting.trainable)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # Keras callbacks (TensorBoard's learning-rate log, ModelCheckpoint) read it here.
+        model.optimizer = self.optimizer
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
                                               weighting=self.weighting, epoch=self.epoch)
         self._manager = None

@@ -44,8 +44,13 @@ def test_logs_history_csv_tensorboard_and_callbacks(tmp_path):
     x, y = two_task_batch()
     trainer = Trainer(_model(), weighting="uncertainty", run_dir=tmp_path)
     stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    board = keras.callbacks.TensorBoard(str(tmp_path / "keras_board"))
+    best = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="loss")
     history = trainer.fit(x, y, epochs=5, batch_size=64, validation_data=(x, y),
-                          callbacks=[stopper], verbose=0)
+                          callbacks=[stopper, board, best], verbose=0)
+    # Keras's own callbacks work unchanged in the loop.
+    assert list((tmp_path / "keras_board" / "train").iterdir())
+    assert (tmp_path / "best.keras").is_file()
     # EarlyStopping (min_delta 10 is never reached) stops after its patience.
     assert len(history.history["loss"]) == 2
     keys = {"loss", "mnist_loss", "mnist_accuracy", "fashion_mnist_accuracy", "weight_mnist",

@@ -1,0 +1,24 @@
+"""Every ```python example in a public docstring runs."""
+
+import inspect
+import re
+
+import pytest
+
+import mtl_tf.data
+import mtl_tf.export
+import mtl_tf.tasks
+import zoo
+import training
+
+OBJECTS = [mtl_tf.data.load_numpy, mtl_tf.data.load, mtl_tf.data.pool, mtl_tf.data.safe_unpickle,
+           mtl_tf.tasks.Task, mtl_tf.export.save, zoo.build, zoo.hard_sharing.hard_sharing,
+           training.Trainer]
+
+
+@pytest.mark.parametrize("obj", OBJECTS, ids=lambda o: o.__qualname__)
+def test_docstring_example_runs(obj):
+    blocks = re.findall(r"```python\n(.*?)```", inspect.getdoc(obj), re.S)
+    assert blocks, f"{obj.__qualname__} has no example"
+    for block in blocks:
+        exec(compile(block, f"<{obj.__qualname__} example>", "exec"), {})

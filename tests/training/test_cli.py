@@ -1,0 +1,93 @@
+"""The command line end to end: train, resume, export, predict, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtl_tf.data import load_numpy
+
+
+def _cli(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "training.cli", *map(str, args)],
+                            capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_train_export_predict(tmp_path):
+    run = tmp_path / "run"
+    common = ["train", "hard_sharing", "--tasks", "mnist,letters", "--limit", "2000",
+              "--batch-size", "64", "--run-dir", run, "--model-option", "trunk=dense"]
+    _cli(*common, "--epochs", "1", "--weighting", "uncertainty")
+    out = _cli(*common, "--epochs", "2", "--weighting", "uncertainty").stdout
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # a header and one row per epoch: the second call resumed
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert test["mnist_accuracy"] > 0.75 and test["letters_accuracy"] > 0.75
+    assert "test:" in out
+
+    # Settings that differ from the run's are refused rather than mixed in.
+    clash = _cli(*common, "--epochs", "2", "--weighting", "dwa", check=False)
+    assert clash.returncode == 1 and "other settings" in clash.stderr
+
+    saved = tmp_path / "saved"
+    _cli("export", run, "--to", saved)
+    images, labels = load_numpy("mnist", "test")
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(images[i]).save(paths[-1])
+    lines = _cli("predict", saved, *paths).stdout.strip().splitlines()
+    predicted = [int(line.split("mnist=")[1].split()[0]) for line in lines]
+    assert predicted == labels[:3].tolist()
+
+    again = _cli("export", run, "--to", saved, check=False)
+    assert again.returncode == 1 and "overwrite" in again.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "hard_sharing", "--tasks", "mnist,cifar", "--run-dir", "x"], "unknown: ['cifar']"),
+    (["train", "hard_sharin", "--run-dir", "x"], "Did you mean 'hard_sharing'"),
+    (["train", "hard_sharing", "--weighting", "gradnrom", "--run-dir", "x", "--limit", "10"],
+     "Did you mean 'gradnorm'"),
+    (["export", "no-such-run", "--to", "y"], "run_dir='no-such-run'"),
+])
+def test_bad_arguments_are_clear_errors(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
+                            text=True, cwd=tmp_path, timeout=300,
+                            env={**__import__("os").environ,
+                                 "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+
+
+def test_saved_model_rejects_a_wrong_input_shape(tmp_path):
+    import tensorflow as tf
+
+    import mtl_tf.export
+    import zoo
+
+    model = zoo.build("hard_sharing", tasks={"a": 3}, input_shape=(28, 28, 1), trunk="dense",
+                      units=(8,))
+    serve = tf.saved_model.load(str(mtl_tf.export.save(model, tmp_path / "m"))).signatures[
+        "serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"`inputs` must be float32 of shape \(batch, 28, 28, 1\)"):
+        serve(inputs=tf.zeros((2, 32, 32, 1)))
+    assert np.asarray(serve(inputs=tf.zeros((2, 28, 28, 1)))["a"]).shape == (2, 3)
+
+
+def test_export_refuses_to_overwrite_and_leaves_no_partial_folder(tmp_path):
+    import mtl_tf.export
+    import zoo
+
+    model = zoo.build("hard_sharing", tasks={"a": 3}, input_shape=(4,), trunk="dense", units=(8,))
+    mtl_tf.export.save(model, tmp_path / "m")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        mtl_tf.export.save(model, tmp_path / "m")
+    mtl_tf.export.save(model, tmp_path / "m", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
