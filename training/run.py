@@ -55,6 +55,11 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     keras.utils.set_random_seed(seed)
     model = build_model(config)
     x, y = pooled_arrays(task_names, "train", limit, seed)
+    # Hold out a tenth of the (shuffled) pooled training set for validation; the test
+    # split is only evaluated once, at the end.
+    held = len(x) // 10
+    x, x_val = x[:-held], x[-held:]
+    y, y_val = {t: v[:-held] for t, v in y.items()}, {t: v[-held:] for t, v in y.items()}
     x_test, y_test = pooled_arrays(task_names, "test")
     trainer = Trainer(model, weighting={"class_name": weighting, "config": config["weighting_kwargs"]},
                       optimizer=keras.optimizers.Adam(learning_rate), run_dir=run_dir, seed=seed)
@@ -62,7 +67,7 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     config_path.write_text(json.dumps(config, indent=2))
     start = time.time()
     history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
-                          validation_data=(x_test, y_test), verbose=verbose)
+                          validation_data=(x_val, y_val), verbose=verbose)
     test = trainer.evaluate((x_test, y_test))
     (run_dir / "test_metrics.json").write_text(json.dumps(
         {**test, "train_seconds": time.time() - start}, indent=2))
