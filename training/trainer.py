@@ -200,7 +200,8 @@ class Trainer:
 
     # === Per-task gradients for callbacks (Selective Sharing reads them) ===================
     def task_gradients(self, x, y, kind="representation"):
-        """Per-task gradients on one batch, outside training.
+        """Per-task gradients on one batch, outside training. A callback with a
+        `set_trainer(trainer)` method is handed the trainer by `fit`, so it can call this.
 
         kind: `"representation"` (T x B x D at the shared representation),
         `"last_layer"` ((T x I x D kernel, T x D bias) of the last shared Dense layer), or
@@ -254,6 +255,10 @@ class Trainer:
         dataset, steps = self._dataset(x, y, batch_size, start)
         iterator = iter(self.distribution.experimental_distribute_dataset(dataset))
         callbacks = list(callbacks or [])
+        for callback in callbacks:
+            # Callbacks that read per-task gradients (Selective Sharing) get the trainer.
+            if hasattr(callback, "set_trainer"):
+                callback.set_trainer(self)
         if self.run_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             callbacks.append(keras.callbacks.CSVLogger(str(self.run_dir / "history.csv"),

@@ -12,5 +12,15 @@
 | cagrad | gradient | Liu et al. 2021 |
 """
 
-from mtl_tf.weighting import adaptive, fixed, schedules, surgery  # noqa: F401 - registration
+from mtl_tf.weighting import (  # noqa: F401 - each module registers its strategies
+    cagrad,
+    dwa,
+    fixed,
+    gradnorm,
+    mgda,
+    pcgrad,
+    schedules,
+    uncertainty,
+)
 from mtl_tf.weighting.base import Weighting, available, get, register
+from mtl_tf.weighting.gradient_level import GradientLevel

@@ -152,3 +152,25 @@ def test_two_workers_on_localhost_match_one_device(tmp_path):
         got = np.load(tmp_path / f"worker{index}.npz")
         for key in want.files:
             np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
+
+
+class _GradientProbe(keras.callbacks.Callback):
+    """Reads the per-task representation gradients at every epoch end."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y, self.norms = x, y, []
+
+    def set_trainer(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_end(self, epoch, logs=None):
+        grads = self.trainer.task_gradients(self.x, self.y, "representation")
+        self.norms.append(np.linalg.norm(np.asarray(grads).reshape(2, -1), axis=1))
+
+
+def test_callbacks_can_read_per_task_gradients():
+    x, y = two_task_batch()
+    probe = _GradientProbe(x[:64], {t: v[:64] for t, v in y.items()})
+    Trainer(_model()).fit(x, y, epochs=2, batch_size=64, callbacks=[probe], verbose=0)
+    assert len(probe.norms) == 2 and all((n > 0).all() for n in probe.norms)

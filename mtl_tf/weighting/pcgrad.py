@@ -1,0 +1,52 @@
+"""PCGrad (Yu et al., NeurIPS 2020)."""
+
+import tensorflow as tf
+
+from mtl_tf.weighting.base import register, state_variable
+from mtl_tf.weighting.gradient_level import GradientLevel
+
+
+@register("pcgrad")
+class PCGrad(GradientLevel):
+    """Projecting Conflicting Gradients (Yu et al., NeurIPS 2020).
+
+    For each task i, in a random order of the others j: if g_i . g_j < 0, replace g_i by
+    g_i - (g_i . g_j) / ||g_j||^2 g_j. Returns the sum of the projected gradients. With two
+    tasks whose gradients conflict, the result is g_1 + g_2 minus each one's component
+    along the other.
+
+    Args:
+        seed: int. Seeds the per-step random order (stateless, so runs repeat). Defaults to `0`.
+        mode: `"representation"` or `"parameters"`.
+    """
+
+    def __init__(self, seed=0, mode="representation"):
+        super().__init__(mode)
+        self.seed = int(seed)
+
+    def build(self, num_tasks):
+        super().build(num_tasks)
+        self.step = state_variable(0, dtype=tf.int64, name="step")
+        return self
+
+    def combine(self, grads, losses):
+        t = self.num_tasks
+        self.step.assign_add(1)
+        keys = tf.random.stateless_uniform([t, t], seed=tf.stack([tf.cast(self.seed, tf.int64),
+                                                                  self.step]))
+        order = tf.argsort(keys, axis=1)
+        projected = []
+        for i in range(t):
+            g = grads[i]
+            for k in range(t):
+                j = order[i, k]
+                other = tf.gather(grads, j)
+                dot = tf.tensordot(g, other, 1)
+                conflict = tf.logical_and(tf.not_equal(j, i), dot < 0)
+                scale = tf.math.divide_no_nan(dot, tf.tensordot(other, other, 1))
+                g = tf.where(conflict, g - scale * other, g)
+            projected.append(g)
+        return tf.add_n(projected), tf.ones([t])
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
