@@ -175,3 +175,17 @@ def test_callbacks_can_read_per_task_gradients():
     probe = _GradientProbe(x[::8], {t: v[::8] for t, v in y.items()})
     Trainer(_model()).fit(x, y, epochs=2, batch_size=64, callbacks=[probe], verbose=0)
     assert len(probe.norms) == 2 and all((n > 0).all() for n in probe.norms)
+
+
+def test_fit_accepts_a_finite_tf_data_dataset():
+    import tensorflow as tf
+
+    x, y = two_task_batch()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(512, seed=0).batch(64)
+    trainer = Trainer(_model(), weighting="dwa")
+    before = trainer.evaluate(dataset)["loss"]
+    history = trainer.fit(dataset, epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert trainer.evaluate(dataset)["loss"] < 0.7 * before
+    with pytest.raises(ValueError, match="known, finite"):
+        trainer.fit(dataset.repeat(), epochs=1, verbose=0)
