@@ -13,7 +13,7 @@ the trunk with `output_gradients`, and the heads' own gradients from the same ba
 pass (gradient-level strategies).
 """
 
-import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -103,8 +103,12 @@ class Trainer:
                                               weighting=self.weighting, epoch=self.epoch)
         self._manager = None
         if self.run_dir:
-            self._manager = tf.train.CheckpointManager(self.checkpoint,
-                                                       str(self.run_dir / "checkpoints"), 3)
+            # Every worker takes part in a save, but only the chief's lands in run_dir;
+            # the others write to a scratch folder of their own, removed after each save.
+            folder = self.run_dir / "checkpoints"
+            if not self._is_chief():
+                folder = self.run_dir / f".worker-{self.distribution.cluster_resolver.task_id}"
+            self._manager = tf.train.CheckpointManager(self.checkpoint, str(folder), 3)
         # No tensor-dependent Python control flow in the steps: AutoGraph is not needed.
         self._train_function = tf.function(self._distributed(self._train_step), autograph=False)
         self._eval_function = tf.function(self._distributed(self._eval_step), autograph=False)
@@ -240,8 +244,9 @@ class Trainer:
 
     def restore(self):
         """Restores the latest checkpoint of `run_dir`, if any. Returns the epoch reached."""
-        if self._manager and self._manager.latest_checkpoint:
-            self.checkpoint.restore(self._manager.latest_checkpoint).expect_partial()
+        latest = tf.train.latest_checkpoint(str(self.run_dir / "checkpoints")) if self.run_dir else None
+        if latest:
+            self.checkpoint.restore(latest).expect_partial()
         return int(self.epoch.numpy())
 
     def fit(self, x, y=None, epochs=1, batch_size=128, validation_data=None, callbacks=None,
@@ -259,7 +264,7 @@ class Trainer:
             # Callbacks that read per-task gradients (Selective Sharing) get the trainer.
             if hasattr(callback, "set_trainer"):
                 callback.set_trainer(self)
-        if self.run_dir:
+        if self.run_dir and self._is_chief():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             callbacks.append(keras.callbacks.CSVLogger(str(self.run_dir / "history.csv"),
                                                        append=start > 0))
@@ -288,6 +293,8 @@ class Trainer:
             self.epoch.assign(epoch + 1)
             if self._manager:
                 self._manager.save(checkpoint_number=epoch + 1)
+                if not self._is_chief():
+                    shutil.rmtree(self._manager.directory, ignore_errors=True)
             self._write_summaries(writers, logs, epoch)
             callback_list.on_epoch_end(epoch, logs)
             if self.model.stop_training:

@@ -135,14 +135,15 @@ def _free_ports(n):
 def test_two_workers_on_localhost_match_one_device(tmp_path):
     import json
 
-    one = _run_script("-", 2, tmp_path / "one.npz")
+    epochs = 4  # more than the 3 checkpoints kept, so old ones are swept too
+    one = _run_script("-", epochs, tmp_path / "one.npz")
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps(
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
-        processes.append(_run_script("-", 2, tmp_path / f"worker{index}.npz", "multiworker",
-                                     env=env, stderr=subprocess.PIPE))
+        processes.append(_run_script(tmp_path / "run", epochs, tmp_path / f"worker{index}.npz",
+                                     "multiworker", env=env, stderr=subprocess.PIPE))
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err.decode()[-3000:]
@@ -152,6 +153,11 @@ def test_two_workers_on_localhost_match_one_device(tmp_path):
         got = np.load(tmp_path / f"worker{index}.npz")
         for key in want.files:
             np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
+    # Only the chief writes the run: its checkpoints and history, no worker scratch left.
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoints", "history.csv", "tensorboard"]
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-4.index").is_file()
+    assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 1 + epochs
 
 
 class _GradientProbe(keras.callbacks.Callback):
