@@ -1,7 +1,8 @@
 """The model registry: `build(name, **kwargs)`, `list_models(pattern)`, `@register`."""
 
-import difflib
 import fnmatch
+
+from mtl_tf.names import unknown_name
 
 _BUILDERS = {}
 
@@ -29,10 +30,7 @@ def list_models(pattern="*"):
 
 def get_builder(name):
     if name not in _BUILDERS:
-        close = difflib.get_close_matches(str(name), _BUILDERS, n=3)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown model `name`. Received: name={name!r}.{hint} "
-                         f"Registered models: {list_models()}")
+        raise unknown_name("model", "name", name, _BUILDERS)
     return _BUILDERS[name]
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from mtl_tf.data import letters, paths, sources
 from mtl_tf.data.idx import read_idx
 from mtl_tf.data.safe_pickle import safe_unpickle
+from mtl_tf.names import unknown_name
 
 CIFAR100_ENV = "MTL_TF_CIFAR100"
 NOTMNIST_ENV = "MTL_TF_NOTMNIST"
@@ -37,12 +38,7 @@ def splits(name):
 
 def _check_name(name):
     if name not in _LOADERS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), _LOADERS, n=3)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown data set `name`. Received: name={name!r}.{hint} "
-                         f"Known: {names()}")
+        raise unknown_name("data set", "name", name, _LOADERS)
     return name
 
 

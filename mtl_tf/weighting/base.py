@@ -17,9 +17,9 @@ The trainer calls `on_epoch_begin(epoch)` and `on_epoch_end(epoch)` at epoch bou
 and `observe(losses)` every step; it never asks a strategy's name.
 """
 
-import difflib
-
 import tensorflow as tf
+
+from mtl_tf.names import unknown_name
 
 _REGISTRY = {}
 
@@ -59,10 +59,7 @@ def get(identifier, **kwargs):
         return get(identifier["class_name"], **{**identifier.get("config", {}), **kwargs})
     if isinstance(identifier, str) and identifier in _REGISTRY:
         return _REGISTRY[identifier](**kwargs)
-    close = difflib.get_close_matches(str(identifier), _REGISTRY, n=3)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"Could not interpret weighting identifier: weighting={identifier!r}.{hint} "
-                     f"Known strategies: {available()}")
+    raise unknown_name("weighting strategy", "weighting", identifier, _REGISTRY)
 
 
 class Weighting(tf.Module):
