@@ -97,13 +97,20 @@ class Task:
         flat = tf.reshape(y_pred, [tf.shape(y_pred)[0], -1])
         return tf.reduce_mean(tf.square(flat - target), axis=1)
 
-    def loss(self, y_true, y_pred, mask=None):
-        """Mean loss over the labelled examples (0 when none are labelled)."""
+    def loss_sum(self, y_true, y_pred, mask=None):
+        """(sum of the labelled examples' losses, number of labelled examples)."""
         weights = self.label_mask(y_true)
         if mask is not None:
             weights = weights * tf.reshape(tf.cast(mask, tf.float32), [-1])
-        total = tf.reduce_sum(self.per_example_loss(y_true, y_pred) * weights)
-        return tf.math.divide_no_nan(total, tf.reduce_sum(weights))
+        return tf.reduce_sum(self.per_example_loss(y_true, y_pred) * weights), tf.reduce_sum(weights)
+
+    def loss(self, y_true, y_pred, mask=None):
+        """Mean loss over the labelled examples (0 when none are labelled)."""
+        return tf.math.divide_no_nan(*self.loss_sum(y_true, y_pred, mask))
+
+    def metric_sum(self, y_true, y_pred):
+        """The metric summed over the labelled examples."""
+        return tf.reduce_sum(self.correct(y_true, y_pred) * self.label_mask(y_true))
 
     def correct(self, y_true, y_pred):
         """Per-example metric value (1/0 for accuracy, squared error for mse), shape N."""

@@ -36,7 +36,6 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs)."""
     import keras
 
-    import zoo
     from training.trainer import Trainer
 
     run_dir = Path(run_dir)

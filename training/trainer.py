@@ -126,11 +126,7 @@ class Trainer:
         the global batch, so replicas holding different numbers of labelled examples
         still add up to the one-device loss: the value is the global loss, the gradient
         flows through this replica's share of it. Also returns the local sums and counts."""
-        sums, counts = [], []
-        for task in self.tasks:
-            mask = task.label_mask(y[task.name])
-            sums.append(tf.reduce_sum(task.per_example_loss(y[task.name], outputs[task.name]) * mask))
-            counts.append(tf.reduce_sum(mask))
+        sums, counts = zip(*(t.loss_sum(y[t.name], outputs[t.name]) for t in self.tasks))
         sums, counts = tf.stack(sums), tf.stack(counts)
         context = tf.distribute.get_replica_context()
         if self.distribution.num_replicas_in_sync == 1 or context is None:
@@ -140,8 +136,7 @@ class Trainer:
         return share + tf.stop_gradient(total - share), sums, counts
 
     def _stats(self, y, outputs, sums, counts):
-        metric = tf.stack([tf.reduce_sum(t.correct(y[t.name], outputs[t.name]) * t.label_mask(y[t.name]))
-                           for t in self.tasks])
+        metric = tf.stack([t.metric_sum(y[t.name], outputs[t.name]) for t in self.tasks])
         return {"loss_sum": tf.stop_gradient(sums), "metric_sum": metric, "count": counts}
 
     def _train_step(self, x, y):
@@ -236,8 +231,7 @@ class Trainer:
             if steps < 0:
                 raise ValueError("A tf.data.Dataset given to `fit` must have a known, finite "
                                  f"number of batches. Received cardinality {steps}.")
-            dataset = x.map(lambda a, b: (a, as_labels(b, self.task_names))).repeat()
-            return dataset, steps
+            return self._keyed(x).repeat(), steps
         if y is None:
             raise ValueError("`y` is required when `x` is an array.")
         return epoch_dataset(x, as_labels(y, self.task_names), batch_size, self.seed, start_epoch)
@@ -268,8 +262,10 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             callbacks.append(keras.callbacks.CSVLogger(str(self.run_dir / "history.csv"),
                                                        append=start > 0))
+        history = keras.callbacks.History()
+        callbacks.append(history)
         callback_list = keras.callbacks.CallbackList(
-            callbacks, add_history=True, add_progbar=verbose > 0, model=self.model,
+            callbacks, add_history=False, add_progbar=verbose > 0, model=self.model,
             verbose=verbose, epochs=epochs, steps=steps)
         writers = self._summary_writers()
         self.model.stop_training = False
@@ -281,9 +277,9 @@ class Trainer:
             totals = None
             for step in range(steps):
                 callback_list.on_train_batch_begin(step)
-                stats = {k: v.numpy() for k, v in self._train_function(next(iterator)).items()}
-                weights = stats.pop("weights")
-                totals = stats if totals is None else {k: totals[k] + stats[k] for k in stats}
+                stats = self._train_function(next(iterator))
+                weights = stats.pop("weights").numpy()
+                totals = _accumulate(totals, stats)
                 logs = self._logs(totals)
                 logs.update({f"weight_{t}": float(w) for t, w in zip(self.task_names, weights)})
                 callback_list.on_train_batch_end(step, logs)
@@ -300,21 +296,20 @@ class Trainer:
             if self.model.stop_training:
                 break
         callback_list.on_train_end(logs)
-        return callback_list._history if hasattr(callback_list, "_history") else self.model.history
+        return history
 
     def evaluate(self, data, batch_size=256):
         """Per-task loss and metric over `data` ((x, y) or a finite dataset)."""
-        if isinstance(data, tf.data.Dataset):
-            dataset = data.map(lambda a, b: (a, as_labels(b, self.task_names)))
-        else:
-            x, y = data
-            dataset = tf.data.Dataset.from_tensor_slices(
-                (x, as_labels(y, self.task_names))).batch(batch_size)
+        if not isinstance(data, tf.data.Dataset):
+            data = tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
         totals = None
-        for batch in self.distribution.experimental_distribute_dataset(dataset):
-            stats = {k: v.numpy() for k, v in self._eval_function(batch).items()}
-            totals = stats if totals is None else {k: totals[k] + stats[k] for k in stats}
+        for batch in self.distribution.experimental_distribute_dataset(self._keyed(data)):
+            totals = _accumulate(totals, self._eval_function(batch))
         return self._logs(totals)
+
+    def _keyed(self, dataset):
+        """`dataset` with its labels as a dict keyed by task."""
+        return dataset.map(lambda x, y: (x, as_labels(y, self.task_names)))
 
     def _logs(self, totals):
         counts = np.maximum(totals["count"], 1.0)
@@ -345,6 +340,12 @@ class Trainer:
         resolver = getattr(self.distribution, "cluster_resolver", None)
         return resolver is None or resolver.task_type in (None, "chief") or (
             resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _accumulate(totals, stats):
+    """Adds a step's summed statistics (tensors) into the running totals (NumPy)."""
+    stats = {k: v.numpy() for k, v in stats.items()}
+    return stats if totals is None else {k: totals[k] + stats[k] for k in stats}
 
 
 def fit(model, x, y=None, weighting="equal", epochs=1, run_dir=None, **kwargs):

@@ -99,22 +99,26 @@ def load_rendered(split, root=None, log=None):
             return data["images"], data["labels"]
     from mtl_tf.data import sources
 
-    font_paths = {}
-    for source in sources.FONT_SOURCES:
-        for file in source.files:
-            font_paths[file.sha256] = source.local(file, root)
     sources.require("letters", root)
     if log:
         log(f"rendering letters {split} ({SPLITS[split]} images) -> {path}")
-    images, labels = render(split, [font_paths[digest] for _, _, digest, _ in FONTS])
+    images, labels = render(split, font_files(root))
     with paths.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels)
     return images, labels
 
 
-def render(split, font_files, count=None):
-    """Renders `count` (default: the split's size) images of `split` from `font_files`,
+def font_files(root=None):
+    """The local path of every manifest font, in manifest order."""
+    from mtl_tf.data import sources
+
+    local = {f.sha256: s.local(f, root) for s in sources.FONT_SOURCES for f in s.files}
+    return [local[digest] for _, _, digest, _ in FONTS]
+
+
+def render(split, font_paths, count=None):
+    """Renders `count` (default: the split's size) images of `split` from `font_paths`,
     a list parallel to the manifest. Returns uint8 images N x 28 x 28, int64 labels."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -128,7 +132,7 @@ def render(split, font_files, count=None):
     def glyph(font_index, letter):
         key = (font_index, letter)
         if key not in glyph_cache:
-            font = ImageFont.truetype(str(font_files[font_index]), size=96)
+            font = ImageFont.truetype(str(font_paths[font_index]), size=96)
             canvas = Image.new("L", (256, 256), 0)
             ImageDraw.Draw(canvas).text((128, 128), letter, fill=255, font=font, anchor="mm")
             box = canvas.getbbox()

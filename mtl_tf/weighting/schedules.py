@@ -53,19 +53,23 @@ def _positive(name, value):
     return value
 
 
-@register("stairs_t1")
-class Stairs(_Schedule):
-    """`stairs_t1`: secondary only before epoch `t1`, main only from `t1` on."""
+class _UntilT1(_Schedule):
+    """A schedule that reaches lambda_s = 1 at epoch `t1`."""
 
     def __init__(self, t1, main=(0,)):
         super().__init__(main)
         self.t1 = _positive("t1", t1)
 
-    def lambda_s(self, epoch):
-        return tf.where(epoch < self.t1, 0.0, 1.0)
-
     def get_config(self):
         return {**super().get_config(), "t1": self.t1}
+
+
+@register("stairs_t1")
+class Stairs(_UntilT1):
+    """`stairs_t1`: secondary only before epoch `t1`, main only from `t1` on."""
+
+    def lambda_s(self, epoch):
+        return tf.where(epoch < self.t1, 0.0, 1.0)
 
 
 @register("lin")
@@ -84,18 +88,11 @@ class Linear(_Schedule):
 
 
 @register("lin_t1")
-class LinearT1(_Schedule):
+class LinearT1(_UntilT1):
     """`lin_t1`: lambda_s rises linearly from 0 to 1 at epoch `t1`, then stays at 1."""
-
-    def __init__(self, t1, main=(0,)):
-        super().__init__(main)
-        self.t1 = _positive("t1", t1)
 
     def lambda_s(self, epoch):
         return tf.minimum(epoch / self.t1, 1.0)
-
-    def get_config(self):
-        return {**super().get_config(), "t1": self.t1}
 
 
 @register("exp_sigma")
