@@ -122,6 +122,17 @@ def _demo(args):
     print(f"SavedModel: {saved}\nlearning curves and loss weights: {plot}")
 
 
+def _reproduce(args):
+    from training import reproduce
+
+    module = reproduce.get(args.name)
+    out = args.out or f"runs/reproduce/{args.name}-{args.profile}"
+    results = module.reproduce(args.profile, out, runs=args.runs, seed=args.seed,
+                               log=lambda m: print(m, flush=True))
+    print(f"report: {Path(out) / 'report.md'}, results: {Path(out) / 'results.json'} "
+          f"(wall time {results['wall_seconds']:.0f} s)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mtl-tf", description="The multi-task model zoo.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +173,16 @@ def build_parser():
     predict.add_argument("saved_model")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.set_defaults(run=_predict)
+
+    reproduce = commands.add_parser("reproduce", help="reproduce a paper's table (resumable)")
+    reproduce.add_argument("name", help="siamese (paper 003)")
+    reproduce.add_argument("--profile", choices=("quick", "full"), default="quick")
+    reproduce.add_argument("--out", default=None,
+                           help="output folder; runs found there are skipped "
+                                "(default runs/reproduce/NAME-PROFILE)")
+    reproduce.add_argument("--runs", type=int, default=None, help="runs per setting (default: the profile's)")
+    reproduce.add_argument("--seed", type=int, default=0)
+    reproduce.set_defaults(run=_reproduce)
 
     demo = commands.add_parser("demo", help="train, evaluate, export and plot a short run")
     demo.add_argument("--out", default="runs/demo")

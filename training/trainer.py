@@ -10,7 +10,8 @@ Per step: the per-task masked losses under a tape; then either one backward pass
 weighting strategy's total loss (loss-level strategies), or per-task gradients at the
 shared representation (or at every shared weight) combined by the strategy, sent into
 the trunk with `output_gradients`, and the heads' own gradients from the same backward
-pass (gradient-level strategies).
+pass (gradient-level strategies). Models not made of a trunk and heads get one backward
+pass per task instead, combined over the variables several tasks share.
 """
 
 import shutil
@@ -45,9 +46,11 @@ class Trainer:
     """Trains a multi-task Keras model with a loss-weighting strategy.
 
     Args:
-        model: a functional `keras.Model` with dict outputs keyed by task. Gradient-level
-            strategies need a zoo-style model (`trunk` and `head_<task>` parts). Under a
-            distribution strategy, build it inside `distribution.scope()`.
+        model: a functional `keras.Model` with dict outputs keyed by task. Under a
+            distribution strategy, build it inside `distribution.scope()`. Gradient-level
+            strategies work at the shared representation of a zoo-style model (`trunk`
+            and `head_<task>` parts); on any other model they combine the tasks'
+            gradients of every variable two or more tasks reach.
         tasks: dict or list of task specs; defaults to multi-class tasks read off the
             model's outputs.
         weighting: a strategy name, config or instance (`mtl_tf.weighting.get`).
@@ -90,8 +93,6 @@ class Trainer:
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
-            if self.weighting.grad_mode and self.parts is None:
-                MultiTaskParts(model, self.task_names)  # raises, naming what is missing
             self.optimizer = keras.optimizers.get(optimizer)
             if learning_rate is not None:
                 self.optimizer.learning_rate = learning_rate
@@ -152,6 +153,7 @@ class Trainer:
             # sums gradients over replicas: each replica's share of the losses adds up to
             # the global gradient; terms every replica computes in full are divided.
             summed = tf.reduce_sum(losses)
+            task_losses = tf.unstack(losses) if mode is not None and self.parts is None else None
             regularization = tf.add_n(self.model.losses) / replicas if self.model.losses else 0.0
             if mode is None:
                 total = self.weighting.total_loss(losses) + regularization
@@ -162,6 +164,12 @@ class Trainer:
             grads = tape.gradient(total, variables)
             grads = grads[: len(model_variables)] + [g / replicas for g in grads[len(model_variables):]]
             weights = self.weighting.loss_weights(losses)
+        elif self.parts is None:
+            variables, grads, weights = self._parameter_level(tape, task_losses, losses)
+            if self.model.losses:
+                extra = tape.gradient(regularization, variables)
+                grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+            del tape
         else:
             shared = self.parts.shared_variables
             heads = [self.parts.heads[t].trainable_variables for t in self.task_names]
@@ -191,6 +199,32 @@ class Trainer:
         stats = self._stats(y, outputs, sums, counts)
         stats["weights"] = tf.cast(weights, tf.float32) / replicas
         return stats
+
+    def _parameter_level(self, tape, task_losses, losses):
+        """A gradient-level step for a model without `trunk` and `head_<task>` parts
+        (Siamese pipes): each task's gradient of every variable, one backward pass per
+        task. Variables more than one task reaches are shared: the strategy combines the
+        tasks' gradients of those, flattened. The others belong to one task, and get its
+        gradient, scaled by its weight if the strategy weights heads."""
+        variables = self.model.trainable_variables
+        per_task = [tape.gradient(loss, variables) for loss in task_losses]
+        reached = [[g[j] is not None for g in per_task] for j in range(len(variables))]
+        shared = [j for j in range(len(variables)) if sum(reached[j]) > 1]
+        if not shared:
+            raise ValueError(f"Model {self.model.name!r} has no variable that two tasks share, "
+                             f"so a gradient-level strategy has nothing to combine.")
+        shared_vars = [variables[j] for j in shared]
+        stacked = tf.stack([flatten([tf.zeros_like(variables[j]) if g[j] is None else g[j]
+                                     for j in shared]) for g in per_task])
+        combined, weights = self.weighting.combine(stacked, losses)
+        grads = dict(zip(shared, unflatten(combined, shared_vars)))
+        for j in range(len(variables)):
+            owners = [t for t in range(len(per_task)) if reached[j][t]]
+            if j not in grads and owners:
+                (t,) = owners
+                grads[j] = per_task[t][j] * tf.cast(weights[t], variables[j].dtype) \
+                    if self.weighting.weights_heads else per_task[t][j]
+        return [variables[j] for j in grads], list(grads.values()), weights
 
     def _eval_step(self, x, y):
         outputs = self.model(x, training=False)

@@ -1,0 +1,19 @@
+"""One-command reproductions of the papers' tables (`mtl-tf reproduce NAME`).
+
+Each module has `PROFILES` and `reproduce(profile, out, runs=None, seed=0, log=print)`;
+the contract they follow is `../shared/REPRODUCTION.md` in the workspace and the README.
+"""
+
+import importlib
+
+from mtl_tf.names import unknown_name
+
+# Names the common contract gives; the other families are added with their issues.
+REPRODUCTIONS = {"siamese": "training.reproduce.siamese"}
+
+
+def get(name):
+    """The reproduction module called `name`."""
+    if name not in REPRODUCTIONS:
+        raise unknown_name("reproduction", "name", name, REPRODUCTIONS)
+    return importlib.import_module(REPRODUCTIONS[name])

@@ -1,0 +1,99 @@
+"""What every reproduction shares (`../shared/REPRODUCTION.md`): an output folder that
+remembers finished runs so an interrupted command resumes, the machine and library
+versions, the wall time over sittings, and `results.json` / `report.md` written atomically.
+"""
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mtl_tf.data.paths import atomic_write_bytes
+
+
+def device():
+    """The CPU model and core count (this project trains on CPU)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores, no GPU"
+
+
+def versions():
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__}
+
+
+def write_json(path, value):
+    atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (ddof 1, as `torch.std`), std 0 for one value."""
+    values = np.asarray(values, np.float64)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), std
+
+
+class Workdir:
+    """The output folder of one reproduction command.
+
+    `manifest.json` records the protocol (profile, seed, epochs...) and the sittings'
+    wall time; a folder holding another protocol is refused rather than mixed. Each
+    finished run is one JSON file under `runs/`, written atomically when it ends, so a
+    command started again skips it.
+    """
+
+    def __init__(self, out, protocol):
+        self.out = Path(out)
+        self.protocol = dict(protocol)
+        self.manifest_path = self.out / "manifest.json"
+        manifest = {"protocol": self.protocol, "sittings": []}
+        if self.manifest_path.exists():
+            manifest = json.loads(self.manifest_path.read_text())
+            changed = {k: (manifest["protocol"].get(k), v) for k, v in self.protocol.items()
+                       if manifest["protocol"].get(k) != v}
+            if changed:
+                raise ValueError(f"`--out` {str(self.out)!r} holds runs of another protocol "
+                                 f"(there, asked): {changed}. Use another folder.")
+        self.manifest = manifest
+        self.manifest["sittings"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                          "seconds": 0.0})
+        self._start = time.time()
+
+    def run_path(self, setting, run):
+        return self.out / "runs" / setting.replace(" ", "_").replace("+", "-") / f"run-{run:02d}.json"
+
+    def finished(self, setting, run):
+        path = self.run_path(setting, run)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def save_run(self, setting, run, result):
+        write_json(self.run_path(setting, run), result)
+        self.touch()
+
+    def touch(self):
+        """Records this sitting's wall time so far."""
+        self.manifest["sittings"][-1]["seconds"] = round(time.time() - self._start, 1)
+        write_json(self.manifest_path, self.manifest)
+
+    @property
+    def wall_seconds(self):
+        return sum(s["seconds"] for s in self.manifest["sittings"])
+
+
+def format_seconds(seconds):
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
