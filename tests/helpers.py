@@ -21,6 +21,13 @@ def two_task_batch(n=256):
     return x, y
 
 
+@functools.lru_cache(maxsize=None)
+def pair_batch(n=256):
+    """n MNIST test pairs of paper 003 (0..255 pixels, N x 2 x 14 x 14) and their labels
+    `compare`, `digit_a`, `digit_b`."""
+    return load_numpy("mnist_pairs", "test", n=n, seed=0)
+
+
 def run_python(code, timeout=300):
     """Runs `code` in a fresh Python that has not imported this project; returns stdout."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,

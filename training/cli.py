@@ -131,6 +131,10 @@ def _reproduce(args):
                                log=lambda m: print(m, flush=True))
     print(f"report: {Path(out) / 'report.md'}, results: {Path(out) / 'results.json'} "
           f"(wall time {results['wall_seconds']:.0f} s)")
+    if args.publish:
+        from training.reproduce.common import publish
+
+        print(f"published: {publish(out, args.name, args.profile, args.publish)}")
 
 
 def build_parser():
@@ -182,6 +186,9 @@ def build_parser():
                                 "(default runs/reproduce/NAME-PROFILE)")
     reproduce.add_argument("--runs", type=int, default=None, help="runs per setting (default: the profile's)")
     reproduce.add_argument("--seed", type=int, default=0)
+    reproduce.add_argument("--publish", metavar="DIR", default=None,
+                           help="also copy the report, results and figures to DIR as "
+                                "NAME-PROFILE.md/.json/-*.png (docs/results for the committed copies)")
     reproduce.set_defaults(run=_reproduce)
 
     demo = commands.add_parser("demo", help="train, evaluate, export and plot a short run")

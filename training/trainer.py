@@ -126,15 +126,19 @@ class Trainer:
         """Per-task losses, T. Each task's loss is the mean over the labelled examples of
         the global batch, so replicas holding different numbers of labelled examples
         still add up to the one-device loss: the value is the global loss, the gradient
-        flows through this replica's share of it. Also returns the local sums and counts."""
+        flows through this replica's share of it. Also returns the losses as a list
+        (each depends only on its own task's output, so a gradient of one task's loss
+        is None for a variable only other tasks reach), and the local sums and counts."""
         sums, counts = zip(*(t.loss_sum(y[t.name], outputs[t.name]) for t in self.tasks))
-        sums, counts = tf.stack(sums), tf.stack(counts)
         context = tf.distribute.get_replica_context()
         if self.distribution.num_replicas_in_sync == 1 or context is None:
-            return tf.math.divide_no_nan(sums, counts), sums, counts
-        share = tf.math.divide_no_nan(sums, context.all_reduce("SUM", counts))
-        total = context.all_reduce("SUM", tf.stop_gradient(share))
-        return share + tf.stop_gradient(total - share), sums, counts
+            per_task = [tf.math.divide_no_nan(s, c) for s, c in zip(sums, counts)]
+        else:
+            global_counts = context.all_reduce("SUM", tf.stack(counts))
+            shares = [tf.math.divide_no_nan(s, global_counts[i]) for i, s in enumerate(sums)]
+            totals = context.all_reduce("SUM", tf.stop_gradient(tf.stack(shares)))
+            per_task = [share + tf.stop_gradient(totals[i] - share) for i, share in enumerate(shares)]
+        return tf.stack(per_task), per_task, tf.stack(sums), tf.stack(counts)
 
     def _stats(self, y, outputs, sums, counts):
         metric = tf.stack([t.metric_sum(y[t.name], outputs[t.name]) for t in self.tasks])
@@ -148,12 +152,11 @@ class Trainer:
                 z, _, copies, outputs = self.parts.forward(x, training=True)
             else:
                 outputs = self.model(x, training=True)
-            losses, sums, counts = self._losses(y, outputs)
+            losses, task_losses, sums, counts = self._losses(y, outputs)
             # Everything differentiated is computed here, inside the tape. The optimizer
             # sums gradients over replicas: each replica's share of the losses adds up to
             # the global gradient; terms every replica computes in full are divided.
             summed = tf.reduce_sum(losses)
-            task_losses = tf.unstack(losses) if mode is not None and self.parts is None else None
             regularization = tf.add_n(self.model.losses) / replicas if self.model.losses else 0.0
             if mode is None:
                 total = self.weighting.total_loss(losses) + regularization
@@ -228,7 +231,7 @@ class Trainer:
 
     def _eval_step(self, x, y):
         outputs = self.model(x, training=False)
-        _, sums, counts = self._losses(y, outputs)
+        _, _, sums, counts = self._losses(y, outputs)
         return self._stats(y, outputs, sums, counts)
 
     # === Per-task gradients for callbacks (Selective Sharing reads them) ===================

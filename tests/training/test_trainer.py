@@ -114,10 +114,12 @@ def test_bad_trainer_arguments_are_named():
     with pytest.raises(ValueError, match=r"epochs=0"):
         Trainer(_model()).fit(*two_task_batch(), epochs=0)
     inputs = keras.Input((4,))
-    plain = keras.Model(inputs, {"a": keras.layers.Dense(2)(inputs)})
-    with pytest.raises(ValueError, match=r"not made of a `trunk` and `head_<task>`"):
-        Trainer(plain, weighting="mgda")
-    assert Trainer(plain, weighting="uncertainty").task_names == ("a",)
+    apart = keras.Model(inputs, {"a": keras.layers.Dense(2)(inputs), "b": keras.layers.Dense(2)(inputs)})
+    x = np.ones((8, 4), "float32")
+    y = {"a": np.zeros(8, "int64"), "b": np.ones(8, "int64")}
+    with pytest.raises(ValueError, match=r"no variable that two tasks share"):
+        Trainer(apart, weighting="mgda").fit(x, y, verbose=0)
+    assert Trainer(apart, weighting="uncertainty").task_names == ("a", "b")
 
 
 def _free_ports(n):

@@ -97,3 +97,19 @@ def format_seconds(seconds):
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def publish(out, name, profile, dest="docs/results"):
+    """Copies `out`'s report, results and figures to `dest` as `NAME-PROFILE.md`,
+    `NAME-PROFILE.json` and `NAME-PROFILE-<figure>.png`, with the report's figure links
+    rewritten. Returns the report's new path."""
+    out, dest = Path(out), Path(dest)
+    stem = f"{name}-{profile}"
+    report = (out / "report.md").read_text()
+    for figure in sorted(out.glob("*.png")):
+        target = f"{stem}-{figure.name}"
+        atomic_write_bytes(dest / target, figure.read_bytes())
+        report = report.replace(f"({figure.name})", f"({target})")
+    atomic_write_bytes(dest / f"{stem}.json", (out / "results.json").read_bytes())
+    atomic_write_bytes(dest / f"{stem}.md", report.encode())
+    return dest / f"{stem}.md"

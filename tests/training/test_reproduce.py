@@ -1,0 +1,84 @@
+"""The reproduction command's contract: results.json, report.md, figures, resume."""
+
+import json
+
+import pytest
+
+from training import reproduce
+from training.reproduce import siamese
+
+
+@pytest.fixture
+def tiny_profile(monkeypatch):
+    monkeypatch.setitem(siamese.PROFILES, "quick", {"runs": 1, "epochs": 2})
+
+
+ONLY = ["shallow fc none", "shallow fc ws+al uncertainty"]
+
+
+def test_siamese_writes_the_contract_files_and_resumes(tiny_profile, tmp_path):
+    lines = []
+    results = siamese.reproduce("quick", tmp_path, only=ONLY, log=lines.append)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == results
+    assert {"paper", "name", "profile", "device", "wall_seconds", "rows"} <= set(saved)
+    assert saved["paper"] == "003_f22ced5441240016.txt" and saved["profile"] == "quick"
+    rows = {(r["setting"], r["metric"]): r for r in saved["rows"]}
+    assert len(rows) == 3 * 18  # every setting's three metrics, measured or not
+    base = rows[("shallow fc none", "test_accuracy_best_epoch")]
+    assert base["paper"] == 0.8205 and base["runs"] == 1 and 0.55 < base["ours"] <= 1.0
+    assert rows[("shallow fc ws+al uncertainty", "test_accuracy")]["paper"] is None
+    assert rows[("convnet ws+al", "test_accuracy_best_epoch")]["ours"] is None
+    report = (tmp_path / "report.md").read_text()
+    assert "Partial" in report and "convnet ws+al" in report and "0.8205" in report
+    assert (tmp_path / "histories.png").read_bytes()[:4] == b"\x89PNG"
+    run_file = tmp_path / "runs" / "shallow_fc_none" / "run-00.json"
+    first = run_file.read_text()
+    assert sum("run 1/1" in line for line in lines) == 2
+
+    # Started again with the same arguments, it trains nothing and reports the same runs.
+    lines.clear()
+    again = siamese.reproduce("quick", tmp_path, only=ONLY, log=lines.append)
+    assert not any("run 1/1" in line for line in lines)
+    assert run_file.read_text() == first
+    assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in results["rows"]]
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["sittings"]) == 2
+
+    # Another protocol in the same folder is refused, not mixed in.
+    with pytest.raises(ValueError, match=r"`--out`.*seed"):
+        siamese.reproduce("quick", tmp_path, seed=1, only=ONLY, log=lines.append)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"profile": "medium"}, r"profile='medium'"),
+    ({"profile": "quick", "runs": 0}, r"runs=0"),
+    ({"profile": "quick", "only": ["convnet ws+al dwa"]}, r"unknown settings"),
+])
+def test_bad_arguments_are_refused_before_any_file_is_written(kwargs, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        siamese.reproduce(out=tmp_path / "out", log=lambda m: None, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_reproduction_names_suggest_the_close_one():
+    with pytest.raises(ValueError, match=r"name='siamse'.*Did you mean 'siamese'"):
+        reproduce.get("siamse")
+
+
+@pytest.mark.slow
+def test_quick_profile_from_the_command_line(tmp_path):
+    """`mtl-tf reproduce siamese --profile quick` end to end, one run per setting."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "quick"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.cli", "reproduce", "siamese", "--profile", "quick",
+         "--runs", "1", "--out", str(out)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((out / "results.json").read_text())
+    measured = [r for r in saved["rows"] if r["metric"] == "test_accuracy_best_epoch"]
+    assert len(measured) == 18 and all(r["runs"] == 1 for r in measured)
+    # Even after 25 epochs every setting compares digits far better than chance.
+    assert all(r["ours"] > 0.75 for r in measured), measured
+    assert "Partial" not in (out / "report.md").read_text()

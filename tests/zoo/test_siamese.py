@@ -1,0 +1,148 @@
+"""Siamese pipes (paper 003): weight sharing, auxiliary loss, pair targets."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import zoo
+from mtl_tf.data import load_numpy
+from mtl_tf.tasks import Task
+from mtl_tf.weighting import get as get_weighting
+from tests.helpers import pair_batch
+from training import Trainer
+from training.reproduce.siamese import draw_pairs
+from zoo.siamese import aux_weighting
+
+
+def _pipe(model, name):
+    return model.get_layer(name)
+
+
+def fixed(weights):
+    return get_weighting("fixed", weights=weights)
+
+
+@pytest.mark.parametrize("pipe", ["shallow", "deep", "conv"])
+def test_weight_sharing_has_one_pipe_that_reads_both_images(pipe):
+    keras.utils.set_random_seed(0)
+    model = zoo.build("siamese", pipe=pipe, weight_sharing=True)
+    names = [layer.name for layer in model.layers]
+    assert "pipe" in names and "pipe_a" not in names and "pipe_b" not in names
+    shared = _pipe(model, "pipe")
+    classifier = model.get_layer("classifier")
+    assert len(model.trainable_weights) == len(shared.trainable_weights) + len(classifier.trainable_weights)
+    x, _ = pair_batch(8)
+    out = model(x)
+    np.testing.assert_allclose(out["digit_a"], shared(x[:, 0] / 255.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["digit_b"], shared(x[:, 1] / 255.0), rtol=1e-5, atol=1e-5)
+    swapped = model(x[:, ::-1])
+    np.testing.assert_allclose(swapped["digit_a"], out["digit_b"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pipe", ["shallow", "deep", "conv"])
+def test_without_weight_sharing_two_pipes_of_the_same_shapes(pipe):
+    keras.utils.set_random_seed(0)
+    model = zoo.build("siamese", pipe=pipe, weight_sharing=False)
+    pipe_a, pipe_b = _pipe(model, "pipe_a"), _pipe(model, "pipe_b")
+    assert [w.shape for w in pipe_a.weights] == [w.shape for w in pipe_b.weights]
+    assert not np.allclose(pipe_a.weights[0], pipe_b.weights[0])  # initialised apart
+    shared = zoo.build("siamese", pipe=pipe, weight_sharing=True)
+    assert model.count_params() == 2 * pipe_a.count_params() + model.get_layer("classifier").count_params()
+    assert model.count_params() - shared.count_params() == pipe_a.count_params()
+    x, _ = pair_batch(8)
+    out = model(x)
+    np.testing.assert_allclose(out["digit_a"], pipe_a(x[:, 0] / 255.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["digit_b"], pipe_b(x[:, 1] / 255.0), rtol=1e-5, atol=1e-5)
+
+
+def test_fully_connected_models_have_about_200k_parameters_as_the_paper_says():
+    for pipe in ("shallow", "deep"):
+        count = zoo.build("siamese", pipe=pipe, weight_sharing=False).count_params()
+        assert 190_000 <= count <= 210_000, (pipe, count)
+
+
+def test_pytorch_default_initialisation_bounds():
+    keras.utils.set_random_seed(0)
+    first = _pipe(zoo.build("siamese", pipe="shallow"), "pipe").layers[1]  # 196 -> 500
+    bound = 1 / np.sqrt(196)
+    for weights in (first.kernel, first.bias):
+        values = np.asarray(weights)
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.95 * bound
+
+
+def _gradients(model, weighting, x, y):
+    tasks = (Task("compare", 2), Task("digit_a", 10), Task("digit_b", 10))
+    weighting = weighting.build(3)
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        losses = tf.stack([t.loss(y[t.name], out[t.name]) for t in tasks])
+        total = weighting.total_loss(losses)
+    return tape.gradient(total, model.trainable_variables)
+
+
+@pytest.mark.parametrize("weight_sharing", [True, False])
+def test_aux_loss_weight_zero_gives_the_aux_heads_no_gradient(weight_sharing):
+    keras.utils.set_random_seed(0)
+    model = zoo.build("siamese", pipe="shallow", weight_sharing=weight_sharing)
+    x, y = pair_batch(64)
+    off = _gradients(model, aux_weighting(0.0), x, y)
+    main_only = _gradients(model, fixed([1.0, 0.0, 0.0]), x, y)
+    aux_only = _gradients(model, fixed([0.0, 0.5, 0.5]), x, y)
+    on = _gradients(model, aux_weighting(0.5), x, y)
+    for g_off, g_main in zip(off, main_only):
+        np.testing.assert_array_equal(g_off, g_main)
+    # The auxiliary losses do reach the pipes (not the classifier) when switched on.
+    pipe_vars = len(model.trainable_variables) - len(model.get_layer("classifier").trainable_variables)
+    assert all(np.abs(g).sum() > 0 for g in aux_only[:pipe_vars] if g is not None)
+    assert any(not np.allclose(a, b) for a, b in zip(on[:pipe_vars], off[:pipe_vars]))
+
+    # Through the Trainer: aux_loss_weight 0 trains exactly as the comparison task alone.
+    def one_epoch(weighting, tasks):
+        keras.utils.set_random_seed(1)
+        m = zoo.build("siamese", pipe="shallow", weight_sharing=weight_sharing)
+        Trainer(m, tasks=tasks, weighting=weighting, learning_rate=1e-3).fit(
+            x, {t: y[t] for t in tasks}, epochs=1, batch_size=32, verbose=0)
+        return m.get_weights()
+
+    all_tasks = {"compare": 2, "digit_a": 10, "digit_b": 10}
+    for a, b in zip(one_epoch(aux_weighting(0.0), all_tasks), one_epoch("equal", {"compare": 2})):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_aux_weighting_is_the_papers_weighted_average():
+    weights = aux_weighting(0.3).build(3).loss_weights(tf.ones(3)).numpy()
+    np.testing.assert_allclose(weights, [0.7, 0.15, 0.15])
+    for bad in (-0.1, 1.5, "half", True):
+        with pytest.raises(ValueError, match="aux_loss_weight"):
+            aux_weighting(bad)
+
+
+def test_pair_targets_agree_with_the_digit_labels_and_the_mnist_images():
+    (x, y), (xv, yv), (xt, yt) = draw_pairs(run_seed=3, n=500)
+    for labels in (y, yv, yt):
+        np.testing.assert_array_equal(labels["compare"], (labels["digit_a"] <= labels["digit_b"]))
+    for split, pairs, labels in (("train", x, y), ("train", xv, yv), ("test", xt, yt)):
+        images, digit = load_numpy("mnist", split)
+        pooled = images.reshape(-1, 14, 2, 14, 2).astype(np.float32).mean(axis=(2, 4))
+        lookup = {row.tobytes(): int(d) for row, d in zip(pooled, digit)}
+        for side, task in ((0, "digit_a"), (1, "digit_b")):
+            found = [lookup[p.tobytes()] for p in pairs[:, side]]
+            np.testing.assert_array_equal(found, labels[task])
+    # Training and validation pairs use disjoint MNIST images; each run draws afresh.
+    train_images = {p.tobytes() for p in x.reshape(-1, 14, 14)}
+    assert not train_images & {p.tobytes() for p in xv.reshape(-1, 14, 14)}
+    other = draw_pairs(run_seed=4, n=500)[0][0]
+    assert not np.array_equal(other, x)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"pipe": "rnn"}, r"pipe='rnn'"),
+    ({"input_shape": (3, 14, 14)}, r"input_shape=\(3, 14, 14\)"),
+    ({"input_shape": (2, 8, 8)}, r"at least 10 x 10"),
+    ({"tasks": {"compare": 2, "digit": 10}}, r"tasks="),
+    ({"weight_sharing": "yes"}, r"weight_sharing='yes'"),
+])
+def test_bad_arguments_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        zoo.build("siamese", **kwargs)
