@@ -22,7 +22,7 @@ data: $(STAMP)
 
 demo: data
 	$(VENV)/bin/mtl-tf data demo --out runs/data-demo
-	$(VENV)/bin/mtl-tf demo --out runs/demo --saved-model saved_models/hard_sharing_demo
+	$(VENV)/bin/mtl-tf demo --out runs/demo --saved-models saved_models
 
 test: data
 	$(PY) -m pytest -q
@@ -37,3 +37,4 @@ clean-venv:
 bench: data
 	$(PY) -m benchmarks.gradient_taps
 	$(PY) -m benchmarks.throughput
+	$(PY) -m benchmarks.allconv_speed

@@ -99,27 +99,14 @@ def _predict(args):
 
 
 def _demo(args):
-    import json
+    from training.reproduce import allconv
 
-    import mtl_tf.export
-    from mtl_tf.plots import plot_history
-    from training import run
-
-    tasks = ["mnist", "fashion_mnist", "letters"]
-    out = Path(args.out)
-    print(f"Training hard_sharing on {', '.join(tasks)} (letters: rendered from fonts, "
-          f"NotMNIST-like) with {args.weighting} weighting, {args.epochs} epochs.")
-    trainer, history, test = run.train(
-        "hard_sharing", tasks, out / "run", weighting=args.weighting, epochs=args.epochs,
-        batch_size=128, limit=args.limit, verbose=1)
-    print("\nper-task test accuracy:")
-    for task in tasks:
-        print(f"  {task:<14} {test[f'{task}_accuracy']:.4f}")
-    saved = mtl_tf.export.save(trainer.model, args.saved_model, overwrite=True)
-    plot = plot_history(history.history, tasks, out / "learning_curves.png",
-                        title=f"hard_sharing, {args.weighting} weighting")
-    (out / "test_metrics.json").write_text(json.dumps(test, indent=2))
-    print(f"SavedModel: {saved}\nlearning curves and loss weights: {plot}")
+    print("Paper 000 in a few minutes: all-convolution nets on MNIST, Fashion-MNIST and "
+          "letters (rendered from fonts, NotMNIST-like), single-task and pre-trained on all "
+          "three then transferred; a shrunk protocol, see docs/results/allconv-quick.md "
+          "for the quick profile.", flush=True)
+    allconv.demo(args.out, args.saved_models, log=lambda m: print(m, flush=True))
+    print(f"report, learning-rate scheme and t-SNE in {args.out}")
 
 
 def _reproduce(args):
@@ -191,12 +178,10 @@ def build_parser():
                                 "NAME-PROFILE.md/.json/-*.png (docs/results for the committed copies)")
     reproduce.set_defaults(run=_reproduce)
 
-    demo = commands.add_parser("demo", help="train, evaluate, export and plot a short run")
+    demo = commands.add_parser("demo", help="paper 000 in a few minutes: pre-train, transfer, export")
     demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--saved-model", default="saved_models/hard_sharing_demo")
-    demo.add_argument("--weighting", default="uncertainty")
-    demo.add_argument("--epochs", type=int, default=2)
-    demo.add_argument("--limit", type=int, default=None, help="training examples per task")
+    demo.add_argument("--saved-models", default="saved_models",
+                      help="folder for the SavedModels of the four nets")
     demo.set_defaults(run=_demo)
     return parser
 

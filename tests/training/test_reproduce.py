@@ -82,3 +82,31 @@ def test_quick_profile_from_the_command_line(tmp_path):
     # Even after 25 epochs every setting compares digits far better than chance.
     assert all(r["ours"] > 0.75 for r in measured), measured
     assert "Partial" not in (out / "report.md").read_text()
+
+
+def test_allconv_pretrains_transfers_and_resumes(monkeypatch, tmp_path):
+    from training.reproduce import allconv
+
+    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 300, "val": 200, "test": 200, "stages": (1, 1)})
+    only = ["single mnist", "pretrain F+N+M", "transfer F+N+M mnist", "transfer M+F mnist"]
+    lines = []
+    results = allconv.reproduce("quick", tmp_path, only=only, log=lines.append)
+    assert any("transfer M+F mnist: skipped, pretrain M+F is not finished" in line for line in lines)
+    assert any("sliced ['head_mnist']" in line for line in lines)
+    rows = {(r["task"], r["setting"], r["metric"]): r for r in results["rows"]}
+    assert rows[("mnist", "single", "test_accuracy_last_epoch")]["paper"] == 0.9956
+    assert rows[("mnist", "F+N+M", "test_accuracy_last_epoch")]["ours"] is not None
+    assert rows[("letters", "F+N+M", "test_accuracy_last_epoch")]["paper"] is None  # other data
+    assert rows[("mnist", "M+F", "test_accuracy")]["ours"] is None
+    assert set(results["trainings"]["pretrain F+N+M"]["per_task_test_accuracy"]) == {
+        "fashion_mnist", "letters", "mnist"}
+    for figure in ("lr_schedule.png", "tsne.png"):
+        assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
+    report = (tmp_path / "report.md").read_text()
+    assert report.index("NotMNIST-like") < report.index("## Table 3") and "Partial" in report
+    # The transferred net started from the pre-trained trunk.
+    single = allconv.load_model(tmp_path, "transfer F+N+M mnist")
+    assert single.get_layer("trunk").count_params() > 0
+    lines.clear()
+    allconv.reproduce("quick", tmp_path, only=only[:3], log=lines.append)
+    assert not any(line.startswith("[") for line in lines)  # nothing trained again

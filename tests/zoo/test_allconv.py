@@ -19,7 +19,11 @@ def test_all_convolution_layers_only():
     model = zoo.build("allconv", tasks=TASKS)
     trunk = model.get_layer("trunk")
     kinds = {type(layer).__name__ for layer in trunk.layers}
-    assert kinds <= {"Conv2D", "Dropout"}, kinds  # no pooling, no dense
+    assert kinds == {"Conv2D", "BatchNormalization", "ReLU"}, kinds  # no pooling, no dense
+    assert trunk.count_params() == 107_360
+    original = zoo.build("allconv", tasks=TASKS, depth=3, batch_norm=False, dropout=0.5)
+    kinds = [type(layer).__name__ for layer in original.get_layer("trunk").layers]
+    assert kinds.count("Conv2D") == 8 and kinds.count("Dropout") == 2 and "BatchNormalization" not in kinds
     strides = [layer.strides for layer in trunk.layers if isinstance(layer, keras.layers.Conv2D)]
     assert strides.count((2, 2)) == 2
     head = model.get_layer("head_joint")
@@ -122,6 +126,7 @@ def test_a_short_real_run_learns():
 @pytest.mark.parametrize("kwargs, message", [
     ({"form": "tower"}, r"form='tower'"),
     ({"filters": (32,)}, r"filters=\(32,\)"),
+    ({"depth": 4}, r"depth=4"),
     ({"input_shape": (8, 8, 1)}, r"input_shape=\(8, 8, 1\)"),
     ({"tasks": {"a": 10, "b": 5}}, r"equal numbers of classes"),
     ({"tasks": {"joint": 10, "b": 10}}, r"may not be called 'joint'"),

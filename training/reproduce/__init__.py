@@ -9,7 +9,7 @@ import importlib
 from mtl_tf.names import unknown_name
 
 # Names the common contract gives; the other families are added with their issues.
-REPRODUCTIONS = {"siamese": "training.reproduce.siamese"}
+REPRODUCTIONS = {"allconv": "training.reproduce.allconv", "siamese": "training.reproduce.siamese"}
 
 
 def get(name):

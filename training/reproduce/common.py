@@ -46,6 +46,11 @@ def mean_std(values):
     return float(values.mean()), std
 
 
+def run_path(out, setting, run):
+    """Where the record of run `run` of `setting` is kept in the folder `out`."""
+    return Path(out) / "runs" / setting.replace(" ", "_").replace("+", "-") / f"run-{run:02d}.json"
+
+
 class Workdir:
     """The output folder of one reproduction command.
 
@@ -73,7 +78,7 @@ class Workdir:
         self._start = time.time()
 
     def run_path(self, setting, run):
-        return self.out / "runs" / setting.replace(" ", "_").replace("+", "-") / f"run-{run:02d}.json"
+        return run_path(self.out, setting, run)
 
     def finished(self, setting, run):
         path = self.run_path(setting, run)
