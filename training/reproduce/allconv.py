@@ -27,7 +27,7 @@ from mtl_tf.data import load_numpy, pool
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from mtl_tf.lr_schedules import StagedInverseTimeDecay, plot_schedule
 from training.callbacks import Evaluate
-from training.reproduce.common import Workdir, device, format_seconds, run_path, versions, write_json
+from training.reproduce.common import Workdir, check_only, device, format_seconds, run_path, versions, write_json
 from training.trainer import Trainer
 from zoo.allconv import transfer_to_single_task
 
@@ -217,11 +217,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
     if runs not in (None, 1):
         raise ValueError(f"Paper 000 reports one run per setting; `runs` must be 1. Received: runs={runs!r}")
     all_settings = settings()
-    names = [s[0] for s in all_settings]
-    if only is not None:
-        unknown = sorted(set(only) - set(names))
-        if unknown:
-            raise ValueError(f"`only` names unknown settings: {unknown}. Known: {names}")
+    check_only(only, [s[0] for s in all_settings])
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, **{
         k: list(v) if isinstance(v, tuple) else v for k, v in PROFILES[profile].items()}})
     log(f"paper 000, profile {profile}: {len(all_settings)} trainings into {workdir.out}")
@@ -229,7 +225,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
     for i, (name, kind, tasks, source) in enumerate(all_settings, 1):
         record = workdir.finished(name, 0)
         if record is None and (only is None or name in only):
-            if kind == "transfer" and workdir.finished(source, 0) is None:
+            if kind == "transfer" and source not in records:  # pre-trainings come first
                 log(f"[{i}/{len(all_settings)}] {name}: skipped, {source} is not finished")
                 continue
             log(f"[{i}/{len(all_settings)}] {name}")
@@ -259,6 +255,12 @@ def _cell_name(task, column):
     return f"transfer {column} {task}"
 
 
+def _has_cell(task, column):
+    """Whether Table 3 has a cell for `task` in `column` (a combination without the task
+    has none)."""
+    return column == "single" or SHORT[task] in column.split("+")
+
+
 def _columns():
     return ["single"] + [combo_name(c) for c in COMBOS]
 
@@ -267,14 +269,13 @@ def summarise(records, profile, seed, wall_seconds):
     rows = []
     for task in TASKS:
         for column in _columns():
-            if column != "single" and SHORT[task] not in column.split("+"):
+            if not _has_cell(task, column):
                 continue
             record = records.get(_cell_name(task, column))
             paper = None if task == "letters" else PAPER_TABLE[task][column]
-            for metric, key in (("test_accuracy_last_epoch", "test_accuracy_last_epoch"),
-                                ("test_accuracy", "test_accuracy")):
+            for metric in ("test_accuracy_last_epoch", "test_accuracy"):
                 rows.append({"setting": column, "task": task, "metric": metric,
-                             "ours": record[key] if record else None, "ours_std": None,
+                             "ours": record[metric] if record else None, "ours_std": None,
                              "runs": 1 if record else 0,
                              "paper": paper if metric == "test_accuracy_last_epoch" else None})
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(),
@@ -331,7 +332,7 @@ def render_report(results, records):
     for task in TASKS:
         ours, paper, diff = [], [], []
         for column in _columns():
-            if column != "single" and SHORT[task] not in column.split("+"):
+            if not _has_cell(task, column):
                 ours.append("-"), paper.append("-"), diff.append("-")
                 continue
             record = records.get(_cell_name(task, column))

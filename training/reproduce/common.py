@@ -46,6 +46,13 @@ def mean_std(values):
     return float(values.mean()), std
 
 
+def check_only(only, names):
+    """Refuses an `only` list naming settings that are not among `names`."""
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ValueError(f"`only` names unknown settings: {unknown}. Known: {list(names)}")
+
+
 def run_path(out, setting, run):
     """Where the record of run `run` of `setting` is kept in the folder `out`."""
     return Path(out) / "runs" / setting.replace(" ", "_").replace("+", "-") / f"run-{run:02d}.json"

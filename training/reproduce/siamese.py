@@ -23,7 +23,7 @@ from mtl_tf.data import load_numpy
 from mtl_tf.data.helpers import make_pairs
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.callbacks import Evaluate
-from training.reproduce.common import Workdir, device, format_seconds, mean_std, versions, write_json
+from training.reproduce.common import Workdir, check_only, device, format_seconds, mean_std, versions, write_json
 from training.trainer import Trainer
 from zoo.siamese import aux_weighting
 
@@ -145,28 +145,24 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
     epochs = PROFILES[profile]["epochs"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
                             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE})
-    all_settings = settings()
-    if only is not None:
-        unknown = sorted(set(only) - {s.name for s in all_settings})
-        if unknown:
-            raise ValueError(f"`only` names unknown settings: {unknown}. Known: "
-                             f"{[s.name for s in all_settings]}")
-        all_settings = [s for s in all_settings if s.name in only]
-    log(f"paper 003, profile {profile}: {len(all_settings)} settings x {runs} runs x {epochs} "
+    check_only(only, [s.name for s in settings()])
+    chosen = [s for s in settings() if only is None or s.name in only]
+    log(f"paper 003, profile {profile}: {len(chosen)} settings x {runs} runs x {epochs} "
         f"epochs into {workdir.out}")
-    records = {s.name: [r for r in (workdir.finished(s.name, run) for run in range(runs)) if r]
-               for s in settings()}
-    for i, setting in enumerate(all_settings, 1):
+    # Every setting's finished runs are reported; only the chosen ones are trained now.
+    records = {}
+    for setting in settings():
         records[setting.name] = []
         for run in range(runs):
             record = workdir.finished(setting.name, run)
-            if record is None:
-                log(f"[{i}/{len(all_settings)}] {setting.name}, run {run + 1}/{runs}")
+            if record is None and setting in chosen:
+                log(f"[{chosen.index(setting) + 1}/{len(chosen)}] {setting.name}, run {run + 1}/{runs}")
                 record = train_run(setting, seed * 1000 + run, epochs, log)
                 workdir.save_run(setting.name, run, record)
                 log(f"    best test {record['test_accuracy_best_epoch']:.4f}, chosen on "
                     f"validation {record['test_accuracy']:.4f} ({record['seconds']:.0f} s)")
-            records[setting.name].append(record)
+            if record is not None:
+                records[setting.name].append(record)
     workdir.touch()
     results = summarise(records, profile, runs, seed, epochs, workdir.wall_seconds)
     write_json(workdir.out / "results.json", results)
@@ -184,12 +180,10 @@ def summarise(records, profile, runs, seed, epochs, wall_seconds):
         paper = None
         if setting.weighting is None:
             paper = _paper(setting)[0]
-        for metric, key, paper_value in (
-                ("test_accuracy_best_epoch", "test_accuracy_best_epoch", paper),
-                ("test_accuracy", "test_accuracy", None),
-                ("digit_test_accuracy", "digit_test_accuracy", None)):
-            mean, std = mean_std([r[key] for r in done]) if done else (None, None)
-            rows.append({"setting": setting.name, "task": "digit" if key.startswith("digit") else "compare",
+        for metric, paper_value in (("test_accuracy_best_epoch", paper), ("test_accuracy", None),
+                                    ("digit_test_accuracy", None)):
+            mean, std = mean_std([r[metric] for r in done]) if done else (None, None)
+            rows.append({"setting": setting.name, "task": "digit" if metric.startswith("digit") else "compare",
                          "metric": metric, "ours": mean, "ours_std": std, "runs": len(done),
                          "paper": paper_value})
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(),
@@ -280,7 +274,7 @@ def render_report(results, records):
     lines += _table(results, paper_rows, "digit_test_accuracy", with_paper=False)
     lines += ["", "## Training histories", "",
               "![Mean over runs of the training loss and test accuracy of the comparison]"
-              f"(histories.png)", ""]
+              "(histories.png)", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +305,7 @@ def _table(results, paper_rows, metric, with_paper):
             for cell, (m, s) in zip(cells, paper):
                 diffs.append("missing" if cell["ours"] is None else
                              f"{cell['ours'] - m:+.4f} ({(cell['ours'] - m) / s:+.1f} std)")
-            lines.append(f"| difference | " + " | ".join(diffs) + " |")
+            lines.append("| difference | " + " | ".join(diffs) + " |")
     return lines
 
 
