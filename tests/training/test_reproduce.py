@@ -87,7 +87,8 @@ def test_quick_profile_from_the_command_line(tmp_path):
 def test_allconv_pretrains_transfers_and_resumes(monkeypatch, tmp_path):
     from training.reproduce import allconv
 
-    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 300, "val": 200, "test": 200, "stages": (1, 1)})
+    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 300, "pretrain_train": 150, "val": 200,
+                                                    "test": 200, "stages": (1, 1)})
     only = ["single mnist", "pretrain F+N+M", "transfer F+N+M mnist", "transfer M+F mnist"]
     lines = []
     results = allconv.reproduce("quick", tmp_path, only=only, log=lines.append)
@@ -100,10 +101,12 @@ def test_allconv_pretrains_transfers_and_resumes(monkeypatch, tmp_path):
     assert rows[("mnist", "M+F", "test_accuracy")]["ours"] is None
     assert set(results["trainings"]["pretrain F+N+M"]["per_task_test_accuracy"]) == {
         "fashion_mnist", "letters", "mnist"}
+    assert [results["trainings"][s]["train_images"] for s in only[:3]] == [300, 450, 300]
     for figure in ("lr_schedule.png", "tsne.png"):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "report.md").read_text()
     assert report.index("NotMNIST-like") < report.index("## Table 3") and "Partial" in report
+    assert "300 training images per task (150 per task pooled in a pre-training)" in report
     # The transferred net started from the pre-trained trunk.
     single = allconv.load_model(tmp_path, "transfer F+N+M mnist")
     assert single.get_layer("trunk").count_params() > 0

@@ -49,8 +49,10 @@ PROFILES = {
     # The paper's: every training 25 + 25 epochs on the full sets.
     "full": {"train": None, "val": None, "test": None, "stages": (25, 25)},
     # Same shape, shrunk to finish in 30 minutes on 2 cores: fewer training, validation
-    # and test images per task, 2 epochs at 1e-3 and 1 at 1e-5.
-    "quick": {"train": 28000, "val": 2000, "test": 5000, "stages": (2, 1)},
+    # and test images per task, 3 epochs at 1e-3 and 1 at 1e-5. The pre-trainings pool
+    # fewer images per task ("pretrain_train"), which pays for the fourth epoch: a third
+    # epoch at 1e-3 is what lifts single-task MNIST past 98.5% (98.36% with 2 + 1).
+    "quick": {"train": 28000, "pretrain_train": 8000, "val": 2000, "test": 5000, "stages": (3, 1)},
     # `make demo`: the quick profile's shape, smaller again, and only the settings below.
     "demo": {"train": 12000, "val": 1000, "test": 5000, "stages": (1, 1)},
 }
@@ -112,7 +114,7 @@ def train_setting(name, kind, tasks, source, profile, workdir, seed, log):
     stages = limits["stages"]
     run_dir = workdir.out / "train" / _slug(name)
     if kind == "pretrain":
-        x, y = joint_arrays(tasks, "train", limits["train"], seed)
+        x, y = joint_arrays(tasks, "train", limits.get("pretrain_train", limits["train"]), seed)
         val = joint_arrays(tasks, "val", limits["val"], seed)
         test = joint_arrays(tasks, "test", limits["test"], seed)
         task_specs, label = {"joint": 10 * len(tasks)}, "joint"
@@ -307,7 +309,9 @@ def render_report(results, records):
             "The paper's protocol: every training 25 epochs at 1e-3 and 25 at 1e-5, Adam, "
             "batch 100, on all training images but the held-out 5,000 per task."
             if profile == "full" else
-            f"The paper's protocol shrunk: {protocol['train']:,} training images per task, "
+            f"The paper's protocol shrunk: {protocol['train']:,} training images per task"
+            + (f" ({protocol['pretrain_train']:,} per task pooled in a pre-training), "
+               if "pretrain_train" in protocol else ", ") +
             f"{protocol['stages'][0]} epoch(s) at 1e-3 then {protocol['stages'][1]} at 1e-5 "
             f"(paper: 25 + 25), test on the first {protocol['test']:,} test images per task; "
             "Adam, batch 100, the same net."),
