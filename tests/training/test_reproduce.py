@@ -113,3 +113,30 @@ def test_allconv_pretrains_transfers_and_resumes(monkeypatch, tmp_path):
     lines.clear()
     allconv.reproduce("quick", tmp_path, only=only[:3], log=lines.append)
     assert not any(line.startswith("[") for line in lines)  # nothing trained again
+
+
+def test_allconv_sitting_cut_off_mid_setting_keeps_its_time_and_resumes(monkeypatch, tmp_path):
+    from training.reproduce import allconv
+
+    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+
+    class CutOff(allconv.EpochLog):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt  # the session ends during the second epoch
+
+    monkeypatch.setattr(allconv, "EpochLog", CutOff)
+    with pytest.raises(KeyboardInterrupt):
+        allconv.reproduce("quick", tmp_path, only=["single mnist"], log=print)
+    (sitting,) = json.loads((tmp_path / "manifest.json").read_text())["sittings"]
+    assert sitting["seconds"] > 0
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+    monkeypatch.undo()
+    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+    lines = []
+    results = allconv.reproduce("quick", tmp_path, only=["single mnist"], log=lines.append)
+    assert "    resuming after epoch 1" in lines
+    assert results["wall_seconds"] > sitting["seconds"]
+    record = json.loads(reproduce.common.run_path(tmp_path, "single mnist", 0).read_text())
+    assert len(record["history"]["val_mnist_accuracy"]) == 2  # epoch 1 kept, epoch 2 trained
