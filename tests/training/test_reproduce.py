@@ -119,8 +119,9 @@ def test_allconv_sitting_cut_off_mid_setting_keeps_its_time_and_resumes(monkeypa
     from training.reproduce import allconv
 
     monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+    epoch_log = allconv.EpochLog
 
-    class CutOff(allconv.EpochLog):
+    class CutOff(epoch_log):
         def on_epoch_begin(self, epoch, logs=None):
             if epoch == 1:
                 raise KeyboardInterrupt  # the session ends during the second epoch
@@ -132,8 +133,7 @@ def test_allconv_sitting_cut_off_mid_setting_keeps_its_time_and_resumes(monkeypa
     assert sitting["seconds"] > 0
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
-    monkeypatch.undo()
-    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+    monkeypatch.setattr(allconv, "EpochLog", epoch_log)  # the next sitting runs to the end
     lines = []
     results = allconv.reproduce("quick", tmp_path, only=["single mnist"], log=lines.append)
     assert "    resuming after epoch 1" in lines
