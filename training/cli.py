@@ -111,11 +111,15 @@ def _demo(args):
 
 def _reproduce(args):
     from training import reproduce
+    from training.reproduce.common import default_records
 
     module = reproduce.get(args.name)
     out = args.out or f"runs/reproduce/{args.name}-{args.profile}"
+    records = None if args.no_records else args.records or default_records(args.name, args.profile)
+    if records:
+        print(f"finished runs are read from and recorded in {records}", flush=True)
     results = module.reproduce(args.profile, out, runs=args.runs, seed=args.seed,
-                               log=lambda m: print(m, flush=True))
+                               log=lambda m: print(m, flush=True), records=records)
     print(f"report: {Path(out) / 'report.md'}, results: {Path(out) / 'results.json'} "
           f"(wall time {results['wall_seconds']:.0f} s)")
     if args.publish:
@@ -166,11 +170,16 @@ def build_parser():
     predict.set_defaults(run=_predict)
 
     reproduce = commands.add_parser("reproduce", help="reproduce a paper's table (resumable)")
-    reproduce.add_argument("name", help="siamese (paper 003)")
+    reproduce.add_argument("name", help="allconv (paper 000) or siamese (paper 003)")
     reproduce.add_argument("--profile", choices=("quick", "full"), default="quick")
     reproduce.add_argument("--out", default=None,
                            help="output folder; runs found there are skipped "
                                 "(default runs/reproduce/NAME-PROFILE)")
+    reproduce.add_argument("--records", metavar="DIR", default=None,
+                           help="a folder of small committed run records (no checkpoints): runs "
+                                "found there are skipped, finished runs are added (default for "
+                                "the full profile: docs/results/records/NAME-full)")
+    reproduce.add_argument("--no-records", action="store_true", help="keep no records outside --out")
     reproduce.add_argument("--runs", type=int, default=None, help="runs per setting (default: the profile's)")
     reproduce.add_argument("--seed", type=int, default=0)
     reproduce.add_argument("--publish", metavar="DIR", default=None,

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from training import reproduce
@@ -140,3 +141,31 @@ def test_allconv_sitting_cut_off_mid_setting_keeps_its_time_and_resumes(monkeypa
     assert results["wall_seconds"] > sitting["seconds"]
     record = json.loads(reproduce.common.run_path(tmp_path, "single mnist", 0).read_text())
     assert len(record["history"]["val_mnist_accuracy"]) == 2  # epoch 1 kept, epoch 2 trained
+
+
+def test_committed_records_let_a_fresh_folder_continue_the_table(monkeypatch, tmp_path):
+    """A new machine has the committed records but no run folder: finished settings are
+    skipped, transfers start from the recorded pre-trained weights, new runs are recorded."""
+    from training.reproduce import allconv
+
+    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+    records = tmp_path / "records"
+    allconv.reproduce("quick", tmp_path / "first", only=["pretrain M+F"], log=print, records=records)
+    pretrained = allconv.load_model(tmp_path / "first", "pretrain M+F")
+    assert (records / "runs" / "pretrain_M-F" / "run-00.json").exists()
+
+    lines = []
+    results = allconv.reproduce("quick", tmp_path / "fresh", only=["pretrain M+F", "transfer M+F mnist"],
+                                log=lines.append, records=records)
+    assert [line for line in lines if line.startswith("[")] == ["[12/16] transfer M+F mnist"]
+    assert results["trainings"]["pretrain M+F"]["train_images"] == 400
+    assert (records / "runs" / "transfer_M-F_mnist" / "run-00.json").exists()
+    assert len(json.loads((records / "manifest.json").read_text())["sittings"]) == 2
+    # The fresh folder's transfer read the recorded pre-trained net, not a new one.
+    recorded = allconv.load_model(tmp_path / "fresh", "pretrain M+F", records)
+    for a, b in zip(pretrained.weights, recorded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # Records of another protocol are refused, naming the option.
+    monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 300, "val": 100, "test": 100, "stages": (1, 1)})
+    with pytest.raises(ValueError, match=r"`--records`.*train"):
+        allconv.reproduce("quick", tmp_path / "other", log=print, records=records)

@@ -127,7 +127,7 @@ def train_setting(name, kind, tasks, source, profile, workdir, seed, log):
     schedule = StagedInverseTimeDecay(steps, rates=(1e-3, 1e-5), epochs=stages)
     keras.utils.set_random_seed(seed)
     if kind == "transfer":
-        model, report = transfer_to_single_task(load_model(workdir.out, source), tasks[0])
+        model, report = transfer_to_single_task(load_model(workdir.out, source, workdir.records), tasks[0])
         log(f"    initialised from {source}: copied {report['copied']}, sliced {report['sliced']}")
     else:
         model = zoo.build("allconv", tasks={t: 10 for t in tasks})
@@ -155,6 +155,9 @@ def train_setting(name, kind, tasks, source, profile, workdir, seed, log):
     if kind == "pretrain":
         record["per_task_test_accuracy"] = _per_task_accuracy(model, tasks, limits["test"])
     save_weights(model, weights_path(workdir.out, name))
+    if kind == "pretrain" and workdir.records:
+        # Transfers start from it, on whichever machine trains them (435 KB).
+        save_weights(model, weights_path(workdir.records, name))
     return record, model
 
 
@@ -177,11 +180,15 @@ def save_weights(model, path):
         tmp.unlink(missing_ok=True)
 
 
-def load_model(out, name):
-    """The trained net of setting `name`, rebuilt and loaded from `out/models/`."""
+def load_model(out, name, records=None):
+    """The trained net of setting `name`, rebuilt and loaded from `out/models/`, or from
+    `records/models/` (pre-trainings only) when `out` has none."""
     tasks = source_tasks(name) if name.startswith("pretrain") else (name.split()[-1],)
     model = zoo.build("allconv", tasks={t: 10 for t in tasks})
-    model.load_weights(weights_path(out, name))
+    path = weights_path(out, name)
+    if not path.exists() and records and weights_path(records, name).exists():
+        path = weights_path(records, name)
+    model.load_weights(path)
     return model
 
 
@@ -213,9 +220,10 @@ class EpochLog(keras.callbacks.Callback):
         self.start = time.time()
 
 
-def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
-    """Trains every setting not finished in `out` (resuming a setting's checkpoints),
-    then writes `results.json`, `report.md`, `lr_schedule.png` and `tsne.png`."""
+def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
+    """Trains every setting not finished in `out` or `records` (a folder of committed run
+    records, see `common.Workdir`), resuming a setting's checkpoints, then writes
+    `results.json`, `report.md`, `lr_schedule.png` and `tsne.png`."""
     if profile not in PROFILES:
         raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
     if runs not in (None, 1):
@@ -223,7 +231,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
     all_settings = settings()
     check_only(only, [s[0] for s in all_settings])
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, **{
-        k: list(v) if isinstance(v, tuple) else v for k, v in PROFILES[profile].items()}})
+        k: list(v) if isinstance(v, tuple) else v for k, v in PROFILES[profile].items()}}, records)
     log(f"paper 000, profile {profile}: {len(all_settings)} trainings into {workdir.out}")
     records = {}
     for i, (name, kind, tasks, source) in enumerate(all_settings, 1):
@@ -246,7 +254,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
     plot_schedule(StagedInverseTimeDecay(1, rates=(1e-3, 1e-5), epochs=stages), sum(stages),
                   workdir.out / "lr_schedule.png", title=f"Learning-rate scheme ({profile} profile)")
     if "single mnist" in records and "transfer F+N+M mnist" in records:
-        plot_tsne(workdir, seed)
+        plot_tsne(workdir, seed, log)
     report = render_report(results, records)
     atomic_write_bytes(workdir.out / "report.md", report.encode())
     log(report)
@@ -370,9 +378,19 @@ def render_report(results, records):
     return "\n".join(lines) + "\n"
 
 
-def plot_tsne(workdir, seed, n=1000):
+def plot_tsne(workdir, seed, log, n=1000):
     """Figure 6: t-SNE of the trunk's output on MNIST test images, the single-task net
-    against the one pre-trained on F+N+M."""
+    against the one pre-trained on F+N+M. The figure is kept with the committed records:
+    where the two nets were trained on another machine (their weights are not
+    committed), the records' copy is used."""
+    target, kept = workdir.out / "tsne.png", workdir.records and workdir.records / "tsne.png"
+    names = ("transfer F+N+M mnist", "single mnist")
+    if not all(weights_path(workdir.out, name).exists() for name in names):
+        if kept and kept.exists():
+            atomic_write_bytes(target, kept.read_bytes())
+        else:
+            log("t-SNE figure not drawn: the weights of its two nets are not in this folder")
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -381,8 +399,8 @@ def plot_tsne(workdir, seed, n=1000):
 
     x, y = arrays("mnist", "test", n)
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
-    for ax, (name, title) in zip(axes, (("transfer F+N+M mnist", "with multi-task pre-training (F+N+M)"),
-                                        ("single mnist", "without (single-task)"))):
+    for ax, name, title in zip(axes, names, ("with multi-task pre-training (F+N+M)",
+                                             "without (single-task)")):
         model = load_model(workdir.out, name)
         features = keras.ops.mean(model.get_layer("trunk").predict(x, batch_size=500, verbose=0), axis=(1, 2))
         embedded = TSNE(n_components=2, random_state=seed, init="pca").fit_transform(np.asarray(features))
@@ -391,9 +409,11 @@ def plot_tsne(workdir, seed, n=1000):
         ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(points, ax=axes, ticks=range(10), label="digit")
     fig.suptitle("Paper 000, Figure 6: t-SNE of the last shared layer on MNIST test images")
-    with atomic_path(workdir.out / "tsne.png") as tmp:
+    with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
+    if kept:
+        atomic_write_bytes(kept, target.read_bytes())
 
 
 

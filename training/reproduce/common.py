@@ -65,20 +65,29 @@ class Workdir:
     wall time; a folder holding another protocol is refused rather than mixed. Each
     finished run is one JSON file under `runs/`, written atomically when it ends, so a
     command started again skips it.
+
+    `records`, when given, is a second folder that keeps only those small files (the
+    manifest and one JSON per finished run, never checkpoints) so they can be committed:
+    a run found there counts as finished, and every run finished here is written there
+    too, so a fresh clone on another machine continues the table where it stands.
     """
 
-    def __init__(self, out, protocol):
+    def __init__(self, out, protocol, records=None):
         self.out = Path(out)
+        self.records = Path(records) if records else None
         self.protocol = dict(protocol)
         self.manifest_path = self.out / "manifest.json"
         manifest = {"protocol": self.protocol, "sittings": []}
-        if self.manifest_path.exists():
-            manifest = json.loads(self.manifest_path.read_text())
-            changed = {k: (manifest["protocol"].get(k), v) for k, v in self.protocol.items()
-                       if manifest["protocol"].get(k) != v}
-            if changed:
-                raise ValueError(f"`--out` {str(self.out)!r} holds runs of another protocol "
-                                 f"(there, asked): {changed}. Use another folder.")
+        for folder in (self.out, self.records):
+            if folder and (folder / "manifest.json").exists():
+                manifest = json.loads((folder / "manifest.json").read_text())
+                changed = {k: (manifest["protocol"].get(k), v) for k, v in self.protocol.items()
+                           if manifest["protocol"].get(k) != v}
+                if changed:
+                    option = "--out" if folder == self.out else "--records"
+                    raise ValueError(f"`{option}` {str(folder)!r} holds runs of another protocol "
+                                     f"(there, asked): {changed}. Use another folder.")
+                break
         self.manifest = manifest
         self.manifest["sittings"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"),
                                           "seconds": 0.0})
@@ -88,21 +97,35 @@ class Workdir:
         return run_path(self.out, setting, run)
 
     def finished(self, setting, run):
-        path = self.run_path(setting, run)
-        return json.loads(path.read_text()) if path.exists() else None
+        for folder in (self.out, self.records):
+            path = folder and run_path(folder, setting, run)
+            if path and path.exists():
+                return json.loads(path.read_text())
+        return None
 
     def save_run(self, setting, run, result):
-        write_json(self.run_path(setting, run), result)
+        for folder in (self.out, self.records):
+            if folder:
+                write_json(run_path(folder, setting, run), result)
         self.touch()
 
     def touch(self):
         """Records this sitting's wall time so far."""
         self.manifest["sittings"][-1]["seconds"] = round(time.time() - self._start, 1)
-        write_json(self.manifest_path, self.manifest)
+        for folder in (self.out, self.records):
+            if folder:
+                write_json(folder / "manifest.json", self.manifest)
 
     @property
     def wall_seconds(self):
         return sum(s["seconds"] for s in self.manifest["sittings"])
+
+
+def default_records(name, profile):
+    """Where the full profile's records are committed, when run from the repository
+    (`docs/results` exists): `docs/results/records/NAME-full`. Other profiles keep none."""
+    dest = Path("docs/results")
+    return dest / "records" / f"{name}-{profile}" if profile == "full" and dest.is_dir() else None
 
 
 def format_seconds(seconds):

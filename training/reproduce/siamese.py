@@ -131,12 +131,13 @@ class EpochLog(keras.callbacks.Callback):
                      f"val {logs['val_compare_accuracy']:.3f}, test {logs['test_compare_accuracy']:.3f}")
 
 
-def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
-    """Runs every setting (skipping runs already in `out`), then writes `results.json`,
-    `report.md` and `histories.png` into `out`. Returns the results dict.
+def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
+    """Runs every setting (skipping runs already in `out` or `records`), then writes
+    `results.json`, `report.md` and `histories.png` into `out`. Returns the results dict.
 
     `only`: setting names (see `settings()`) to run now; the report then lists the
-    others as missing, and a later call fills them in."""
+    others as missing, and a later call fills them in. `records`: a folder of committed
+    run records (see `common.Workdir`)."""
     if profile not in PROFILES:
         raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
     runs = PROFILES[profile]["runs"] if runs is None else runs
@@ -144,7 +145,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print):
         raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
     epochs = PROFILES[profile]["epochs"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
-                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE})
+                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE}, records)
     check_only(only, [s.name for s in settings()])
     chosen = [s for s in settings() if only is None or s.name in only]
     log(f"paper 003, profile {profile}: {len(chosen)} settings x {runs} runs x {epochs} "
