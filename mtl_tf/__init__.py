@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from mtl_tf._startup import import_tensorflow  # noqa: E402
+
+import_tensorflow()
+
 from mtl_tf import data  # noqa: E402
 
 # So that `tfds.load("mtl_mnist")` works once the project is imported.

@@ -3,7 +3,10 @@
 The SavedModel's `serving_default` takes one float32 tensor named `inputs` (batch first,
 the model's input shape) and returns a dict keyed by task name; one more signature per
 task returns just that task's output. A process that never imported this project loads
-it with `tf.saved_model.load(path).signatures["serving_default"](inputs=...)`.
+it with `tf.saved_model.load(path).signatures["serving_default"](inputs=...)`, and so do
+TF Serving and `saved_model_cli run`, whose TF1 session loader needs every variable in
+the SavedModel's restore op: the export goes through Keras's `ExportArchive`, which
+tracks them.
 Writes are atomic: everything goes to a temporary folder beside `path`, renamed onto
 `path` only when complete, so a failed export leaves nothing behind (and an existing
 export untouched unless `overwrite=True`).
@@ -67,11 +70,11 @@ def save(model, path, overwrite=False):
     ```
     """
     names = _output_names(model)
+    if len(model.inputs) != 1:
+        raise ValueError(f"Only models with one input can be exported with the `inputs` "
+                         f"signature. Model {model.name!r} has {len(model.inputs)}.")
     path = _check_target(path, overwrite)
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="inputs")
-    module = tf.Module()
-    module.model = model
-
     expected = tuple(model.input_shape[1:])
     message = f"`inputs` must be float32 of shape (batch, {', '.join(map(str, expected))})"
 
@@ -83,20 +86,19 @@ def save(model, path, overwrite=False):
         with tf.control_dependencies([check]):
             return model(tf.identity(inputs), training=False)
 
-    @tf.function(input_signature=[spec])
-    def serve(inputs):
-        outputs = run(inputs)
-        return {name: tf.identity(outputs[name], name=name) for name in names}
-
-    signatures = {"serving_default": serve}
+    # Keras's ExportArchive tracks the model's variables so that the SavedModel's restore
+    # op covers them: TF Serving and `saved_model_cli run` (the TF1 session loader) need it.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda inputs: {
+        name: tf.identity(value, name=name) for name, value in run(inputs).items() if name in names},
+        input_signature=[spec])
     for name in names:
-        def one(inputs, _name=name):
-            return {_name: run(inputs)[_name]}
-        signatures[name] = tf.function(one, input_signature=[spec])
-    module.serve = serve
+        archive.add_endpoint(name, lambda inputs, _name=name: {_name: run(inputs)[_name]},
+                             input_signature=[spec])
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        archive.write_out(str(tmp), verbose=False)
         _replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

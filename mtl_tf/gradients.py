@@ -37,11 +37,43 @@ class MultiTaskParts:
 
     @classmethod
     def find(cls, model, task_names):
-        """The parts, or None when the model is not built that way."""
+        """The parts, or None when the model has no `trunk` and `head_<task>` layers.
+        Raises when it has them but is more than the heads on the trunk: training
+        through the parts alone would skip its other layers."""
         try:
-            return cls(model, task_names)
+            parts = cls(model, task_names)
         except ValueError:
             return None
+        parts.check_structure(model)
+        return parts
+
+    def check_structure(self, model):
+        """Checks that every task's output is exactly `head_<task>(trunk(inputs))`."""
+        def caller(tensor):
+            history = getattr(tensor, "_keras_history", None)
+            if history is None:
+                return None, None
+            node = history.operation._inbound_nodes[history.node_index]
+            inputs = node.arguments.keras_tensors
+            return history.operation, inputs[0] if len(inputs) == 1 else None
+
+        problems = []
+        inputs = model.inputs
+        for task in self.task_names:
+            head, representation = caller(model.output[task])
+            trunk, trunk_input = caller(representation) if head is self.heads[task] else (None, None)
+            if head is not self.heads[task]:
+                problems.append(f"output {task!r} is not the output of layer `head_{task}`")
+            elif trunk is not self.trunk:
+                problems.append(f"`head_{task}` does not read the output of `trunk`")
+            elif len(inputs) != 1 or trunk_input is not inputs[0]:
+                problems.append("`trunk` does not read the model's input directly")
+        if problems:
+            raise ValueError(
+                f"Model {model.name!r} has `trunk` and `head_<task>` layers but is not just the "
+                f"heads on the trunk: {'; '.join(sorted(set(problems)))}. The trainer would skip "
+                f"its other layers. Rename the layers, or build the model as "
+                f"`head_<task>(trunk(inputs))`.")
 
     @property
     def shared_variables(self):

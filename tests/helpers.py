@@ -38,23 +38,45 @@ def run_python(code, timeout=300):
 
 def run_saved_model_roundtrip(model, path, x):
     """Exports `model`, loads the SavedModel in a fresh process that never imports this
-    project, and checks every task's output equals the in-memory model's."""
+    project, with both loaders a server uses (TF2's `tf.saved_model.load` and the TF1
+    session loader of TF Serving and `saved_model_cli run`), calls every signature, and
+    checks every output equals the in-memory model's. Returns the signature names."""
+    import json
+
     import mtl_tf.export
 
     mtl_tf.export.save(model, path)
     np.save(f"{path}.inputs.npy", x)
     expected = {k: np.asarray(v) for k, v in model(x, training=False).items()}
     out = run_python(f"""
-        import sys, numpy as np, tensorflow as tf
-        loaded = tf.saved_model.load({str(path)!r})
-        x = np.load({str(path)!r} + ".inputs.npy")
-        outputs = loaded.signatures["serving_default"](inputs=tf.constant(x))
-        np.savez({str(path)!r} + ".outputs.npz", **{{k: v.numpy() for k, v in outputs.items()}})
+        import json, sys, numpy as np, tensorflow as tf
+        path = {str(path)!r}
+        x = np.load(path + ".inputs.npy")
+        loaded = tf.saved_model.load(path)
+        results = {{}}
+        for name, signature in loaded.signatures.items():
+            for key, value in signature(inputs=tf.constant(x)).items():
+                results[f"tf2/{{name}}/{{key}}"] = value.numpy()
+        with tf.compat.v1.Session(graph=tf.Graph()) as session:
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+            for name, signature in meta.signature_def.items():
+                if name.startswith("__"):
+                    continue
+                fetches = {{k: v.name for k, v in signature.outputs.items()}}
+                feed = {{signature.inputs["inputs"].name: x}}
+                for key, value in session.run(fetches, feed).items():
+                    results[f"tf1/{{name}}/{{key}}"] = value
+        np.savez(path + ".outputs.npz", **{{k.replace("/", "__"): v for k, v in results.items()}})
         assert not any(m.startswith(("mtl_tf", "zoo", "training")) for m in sys.modules)
-        print(sorted(loaded.signatures))
+        print(json.dumps(sorted(loaded.signatures)))
     """)
+    signatures = json.loads(out.strip().splitlines()[-1])
     got = np.load(f"{path}.outputs.npz")
-    assert sorted(got.files) == sorted(expected)
-    for task, value in expected.items():
-        np.testing.assert_allclose(got[task], value, rtol=1e-5, atol=1e-6)
-    return out
+    want = {f"{loader}__serving_default__{task}": value for task, value in expected.items()
+            for loader in ("tf1", "tf2")}
+    want.update({f"{loader}__{task}__{task}": value for task, value in expected.items()
+                 for loader in ("tf1", "tf2")})
+    assert sorted(got.files) == sorted(want)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    return signatures

@@ -1,12 +1,9 @@
 """The `mtl-tf` command line."""
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-# TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) is noise on a terminal.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _data_fetch(args):

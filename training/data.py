@@ -47,3 +47,32 @@ def as_labels(y, task_names):
         return {task_names[0]: y}
     raise ValueError(f"Labels for {len(task_names)} tasks must be a dict keyed by task name "
                      f"{list(task_names)}. Received: {type(y).__name__}")
+
+
+def check_arrays(x, y, tasks, input_shape, argument="x"):
+    """Checks in-memory inputs and labels before they reach the graph, where a wrong
+    shape or an out-of-range label fails deep inside TensorFlow. `tasks` are `Task`s;
+    `y` is a dict keyed by their names."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiu" or x.dtype.kind == "f" and x.dtype.itemsize > 8:
+        raise ValueError(f"`{argument}` must hold numbers. Received dtype {x.dtype}")
+    expected = tuple(input_shape[1:])
+    if x.ndim != len(expected) + 1 or any(e is not None and e != d for e, d in zip(expected, x.shape[1:])):
+        raise ValueError(f"`{argument}` must have shape (batch, {', '.join(map(str, expected))}) for "
+                         f"this model. Received shape {x.shape}")
+    for task in tasks:
+        labels = np.asarray(y[task.name])
+        if len(labels) != len(x):
+            raise ValueError(f"Labels of task {task.name!r} hold {len(labels)} examples for "
+                             f"{len(x)} inputs in `{argument}`.")
+        if task.kind in ("multiclass", "binary"):
+            high = task.num_outputs if task.kind == "multiclass" else 2
+            integral = labels.dtype.kind in "iub" or (
+                labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)))
+            bad = labels[(labels < -1) | (labels >= high)] if integral else labels
+            if not integral or bad.size:
+                raise ValueError(f"Labels of {task.kind} task {task.name!r} must be integers in "
+                                 f"[0, {high}), or -1 where unlabelled. Received e.g. {bad.ravel()[:5].tolist()}")
+        elif labels.dtype.kind not in "fiu":
+            raise ValueError(f"Targets of {task.kind} task {task.name!r} must be numbers (NaN where "
+                             f"unlabelled). Received dtype {labels.dtype}")

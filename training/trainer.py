@@ -14,7 +14,13 @@ pass (gradient-level strategies). Models not made of a trunk and heads get one b
 pass per task instead, combined over the variables several tasks share.
 """
 
+import csv
+import io
+import json
 import shutil
+import sys
+import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -22,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtl_tf import weighting as weighting_lib
+from mtl_tf.data.paths import atomic_write_bytes
 from mtl_tf.gradients import (
     MultiTaskParts,
     flatten,
@@ -31,7 +38,7 @@ from mtl_tf.gradients import (
     unflatten,
 )
 from mtl_tf.tasks import Task, as_tasks
-from training.data import as_labels, epoch_dataset
+from training.data import as_labels, check_arrays, epoch_dataset
 
 
 def _infer_tasks(model):
@@ -98,6 +105,8 @@ class Trainer:
                 self.optimizer.learning_rate = learning_rate
             self.optimizer.build(model.trainable_variables + self.weighting.trainable)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self._train_totals = _RunningTotals(len(self.tasks))
+            self._eval_totals = _RunningTotals(len(self.tasks))
         # Keras callbacks (TensorBoard's learning-rate log, ModelCheckpoint) read it here.
         model.optimizer = self.optimizer
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
@@ -110,17 +119,27 @@ class Trainer:
             if not self._is_chief():
                 folder = self.run_dir / f".worker-{self.distribution.cluster_resolver.task_id}"
             self._manager = tf.train.CheckpointManager(self.checkpoint, str(folder), 3)
+        self._restored = False  # run_dir was read (by `restore` or the first `fit`)
+        self._resumed = False  # a checkpoint was restored and no epoch trained since
         # No tensor-dependent Python control flow in the steps: AutoGraph is not needed.
-        self._train_function = tf.function(self._distributed(self._train_step), autograph=False)
-        self._eval_function = tf.function(self._distributed(self._eval_step), autograph=False)
+        # The training function takes the iterator, whose batch axis is unknown, so the
+        # partial last batch does not trace it again; statistics stay in the graph.
+        self._train_function = tf.function(self._on_iterator(self._train_step, self._train_totals),
+                                           autograph=False)
+        self._eval_function = tf.function(self._on_batch(self._eval_step, self._eval_totals),
+                                          autograph=False, reduce_retracing=True)
 
     # === The compiled steps =================================================================
-    def _distributed(self, step):
+    def _on_batch(self, step, totals):
         def run(batch):
             per_replica = self.distribution.run(step, args=batch)
-            return {k: self.distribution.reduce("SUM", v, axis=None) for k, v in per_replica.items()}
+            totals.add({k: self.distribution.reduce("SUM", v, axis=None) for k, v in per_replica.items()})
 
         return run
+
+    def _on_iterator(self, step, totals):
+        run = self._on_batch(step, totals)
+        return lambda iterator: run(next(iterator))
 
     def _losses(self, y, outputs):
         """Per-task losses, T. Each task's loss is the mean over the labelled examples of
@@ -153,6 +172,11 @@ class Trainer:
             else:
                 outputs = self.model(x, training=True)
             losses, task_losses, sums, counts = self._losses(y, outputs)
+            # Everything after depends on these checks, so a NaN or Inf loss stops the
+            # step before the optimizer or the weighting state sees it.
+            task_losses = [tf.debugging.check_numerics(loss, f"{_NON_FINITE} {name!r} ")
+                           for name, loss in zip(self.task_names, task_losses)]
+            losses = tf.stack(task_losses)
             # Everything differentiated is computed here, inside the tape. The optimizer
             # sums gradients over replicas: each replica's share of the losses adds up to
             # the global gradient; terms every replica computes in full are divided.
@@ -271,23 +295,124 @@ class Trainer:
             return self._keyed(x).repeat(), steps
         if y is None:
             raise ValueError("`y` is required when `x` is an array.")
-        return epoch_dataset(x, as_labels(y, self.task_names), batch_size, self.seed, start_epoch)
+        y = as_labels(y, self.task_names)
+        check_arrays(x, y, self.tasks, self.model.input_shape)
+        return epoch_dataset(x, y, batch_size, self.seed, start_epoch)
+
+    # === Checkpoints ===========================================================================
+    def _spec(self):
+        """What a checkpoint of this run must have been written with to be resumed."""
+        return {"tasks": [t.get_config() for t in self.tasks],
+                "weighting": {"class_name": self.weighting.name, "config": self.weighting.get_config()}}
+
+    def _check_spec(self):
+        """Refuses a run_dir whose checkpoints were written by another task set or
+        weighting strategy (or another schedule), naming what differs."""
+        path = self.run_dir / SPEC_FILE
+        if not path.is_file():
+            return
+        there, here = json.loads(path.read_text()), json.loads(json.dumps(self._spec()))
+        changed = {k: (there.get(k), v) for k, v in here.items() if there.get(k) != v}
+        if changed:
+            raise ValueError(f"`run_dir` {str(self.run_dir)!r} holds a run with other settings "
+                             f"(there, here): {changed}. Use a new run_dir, or the same settings "
+                             f"to resume it.")
 
     def restore(self):
-        """Restores the latest checkpoint of `run_dir`, if any. Returns the epoch reached."""
-        latest = tf.train.latest_checkpoint(str(self.run_dir / "checkpoints")) if self.run_dir else None
-        if latest:
-            self.checkpoint.restore(latest).expect_partial()
+        """Restores the latest readable checkpoint of `run_dir`, if any, and returns the
+        epoch reached (0 without one). A checkpoint that cannot be read (truncated,
+        corrupted) is reported and the one before it is used."""
+        self._restored = True
+        if not self.run_dir:
+            return int(self.epoch.numpy())
+        self._check_spec()
+        folder = self.run_dir / "checkpoints"
+        state = tf.train.get_checkpoint_state(str(folder))
+        candidates = list(state.all_model_checkpoint_paths)[::-1] if state else []
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).expect_partial()
+            except (tf.errors.OpError, ValueError) as error:
+                warnings.warn(f"Checkpoint {path!r} cannot be read ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0][:200]}); trying the one before it.",
+                              stacklevel=2)
+                continue
+            self._resumed = True
+            break
+        else:
+            if candidates:
+                raise ValueError(f"No checkpoint of `run_dir` {str(self.run_dir)!r} can be read: "
+                                 f"{candidates}. Move the folder aside to start afresh.")
         return int(self.epoch.numpy())
 
+    def _save(self, epoch):
+        """Checkpoints the finished epoch `epoch` (0-based). A failed write (a full
+        disk) leaves the earlier checkpoints as they were, and says so."""
+        self.epoch.assign(epoch + 1)
+        if not self._manager:
+            return
+        try:
+            self._manager.save(checkpoint_number=epoch + 1)
+        except (tf.errors.OpError, OSError) as error:
+            kept = self._manager.latest_checkpoint
+            raise RuntimeError(f"Writing the checkpoint of epoch {epoch + 1} failed ({error}). "
+                               f"The earlier checkpoints are untouched; the run resumes from "
+                               f"{kept or 'the start'}.") from error
+        finally:
+            if not self._is_chief():
+                shutil.rmtree(self._manager.directory, ignore_errors=True)
+
+    # === The loop ============================================================================
     def fit(self, x, y=None, epochs=1, batch_size=128, validation_data=None, callbacks=None,
-            verbose=1):
-        """Trains for `epochs` epochs (resuming `run_dir`'s checkpoint) and returns the
-        History. `x, y`: arrays (labels a dict keyed by task) or a finite `tf.data.Dataset`
-        of (x, y) batches as `x`. `validation_data`: `(x, y)` or a dataset."""
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"`epochs` must be a positive integer. Received: epochs={epochs!r}")
-        start = self.restore()
+            verbose="auto", initial_epoch=None):
+        """Trains and returns a Keras `History` of the epochs trained by this call.
+
+        Which epochs (0-based, as Keras numbers them):
+        - by default, `epochs` more epochs, numbered on from the trainer's epoch count (so
+          a second call continues the weighting schedules where the first stopped);
+        - when `run_dir` holds a checkpoint (a run started again), it is restored and
+          `epochs` is the epoch to reach: the run resumes and stops there, as if never
+          interrupted;
+        - with `initial_epoch` (keras-tuner's Hyperband passes it), epochs
+          `initial_epoch` to `epochs - 1`, as Keras's `fit`.
+
+        Each epoch: the training steps, the validation, the callbacks (the CSV history
+        last), then the TensorBoard summaries and the checkpoint, so a checkpoint always
+        stands for a complete epoch with its history row and whatever the callbacks
+        changed (a learning rate). A loss that turns NaN or Inf stops the run with an
+        error naming the task and the step; the checkpoints are left as they were.
+
+        Args:
+            x, y: arrays (labels a dict keyed by task; a bare array for one task), or a
+                finite `tf.data.Dataset` of `(x, y)` batches as `x`.
+            epochs: int. See above. Defaults to `1`.
+            batch_size: int. For arrays. Defaults to `128`.
+            validation_data: `(x, y)` or a finite dataset; logged with the `val_` prefix.
+            callbacks: Keras callbacks; one with `set_trainer(trainer)` is handed this trainer.
+            verbose: 0 (silent), 1 (a progress bar), 2 (one line per epoch) or `"auto"`:
+                1 on a terminal, 2 when the output is piped to a file. Defaults to `"auto"`.
+            initial_epoch: int or None. See above. Defaults to `None`.
+        """
+        _check_positive_int("epochs", epochs)
+        _check_positive_int("batch_size", batch_size)
+        if initial_epoch is not None and (not _is_int(initial_epoch) or not 0 <= initial_epoch < epochs):
+            raise ValueError(f"`initial_epoch` must be an integer in [0, epochs={epochs}). "
+                             f"Received: initial_epoch={initial_epoch!r}")
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
+        if not self._restored:
+            self.restore()
+        if initial_epoch is not None:
+            start, end = initial_epoch, epochs
+            self.epoch.assign(start)
+        elif self._resumed:
+            start, end = int(self.epoch.numpy()), epochs
+        else:
+            start = int(self.epoch.numpy())
+            end = start + epochs
+        self.weighting.check_run_length(end)
         dataset, steps = self._dataset(x, y, batch_size, start)
         iterator = iter(self.distribution.experimental_distribute_dataset(dataset))
         callbacks = list(callbacks or [])
@@ -297,52 +422,85 @@ class Trainer:
                 callback.set_trainer(self)
         if self.run_dir and self._is_chief():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            callbacks.append(keras.callbacks.CSVLogger(str(self.run_dir / "history.csv"),
-                                                       append=start > 0))
-        history = keras.callbacks.History()
-        callbacks.append(history)
+            if not (self.run_dir / SPEC_FILE).exists():
+                atomic_write_bytes(self.run_dir / SPEC_FILE, json.dumps(self._spec(), indent=2).encode())
+            history_csv = self.run_dir / "history.csv"
+            _trim_history(history_csv, start)
+            callbacks.append(keras.callbacks.CSVLogger(str(history_csv), append=start > 0))
+        try:
+            return self._loop(callbacks, start, end, steps, iterator, validation_data, batch_size,
+                              verbose)
+        finally:
+            for callback in callbacks:  # on an error, on_train_end (which closes it) never ran
+                if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
+                    callback.csv_file.close()
+
+    def _loop(self, callbacks, start, end, steps, iterator, validation_data, batch_size, verbose):
+        history, final = keras.callbacks.History(), _FinalLogs()
+        callbacks += [history, final]
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose > 0, model=self.model,
-            verbose=verbose, epochs=epochs, steps=steps)
+            verbose=verbose, epochs=end, steps=steps)
         writers = self._summary_writers()
         self.model.stop_training = False
         callback_list.on_train_begin()
         logs = {}
-        for epoch in range(start, epochs):
+        for epoch in range(start, end):
             self.weighting.on_epoch_begin(epoch)
             callback_list.on_epoch_begin(epoch)
-            totals = None
+            self._train_totals.reset()
+            shown = -float("inf")
             for step in range(steps):
                 callback_list.on_train_batch_begin(step)
-                stats = self._train_function(next(iterator))
-                weights = stats.pop("weights").numpy()
-                totals = _accumulate(totals, stats)
-                logs = self._logs(totals)
-                logs.update({f"weight_{t}": float(w) for t, w in zip(self.task_names, weights)})
+                try:
+                    self._train_function(iterator)
+                except tf.errors.InvalidArgumentError as error:
+                    if _NON_FINITE not in str(error):
+                        raise
+                    task = str(error).split(_NON_FINITE, 1)[1].split()[0]
+                    raise FloatingPointError(
+                        f"The loss of task {task} is NaN or Inf at epoch {epoch + 1}, step "
+                        f"{step + 1} of {steps}; training stopped before the optimizer applied that "
+                        f"step. Checkpoints in run_dir are those of the finished epochs."
+                    ) from None
+                # Reading the statistics waits for the device: only when they are shown.
+                if step == steps - 1 or time.monotonic() - shown >= REFRESH_SECONDS:
+                    logs, shown = self._train_logs(), time.monotonic()
                 callback_list.on_train_batch_end(step, logs)
             self.weighting.on_epoch_end(epoch)
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(validation_data, batch_size).items()})
-            self.epoch.assign(epoch + 1)
-            if self._manager:
-                self._manager.save(checkpoint_number=epoch + 1)
-                if not self._is_chief():
-                    shutil.rmtree(self._manager.directory, ignore_errors=True)
-            self._write_summaries(writers, logs, epoch)
+            self._resumed = False
             callback_list.on_epoch_end(epoch, logs)
+            logs = final.logs  # with what the callbacks added (CallbackList copies the dict)
+            self._write_summaries(writers, logs, epoch)
+            self._save(epoch)
             if self.model.stop_training:
                 break
         callback_list.on_train_end(logs)
         return history
 
+    def _train_logs(self):
+        totals = self._train_totals.read()
+        logs = self._logs(totals)
+        logs.update({f"weight_{t}": float(w) for t, w in zip(self.task_names, totals["weights"])})
+        return logs
+
     def evaluate(self, data, batch_size=256):
         """Per-task loss and metric over `data` ((x, y) or a finite dataset)."""
+        _check_positive_int("batch_size", batch_size)
         if not isinstance(data, tf.data.Dataset):
-            data = tf.data.Dataset.from_tensor_slices(tuple(data)).batch(batch_size)
-        totals = None
+            if not isinstance(data, (tuple, list)) or len(data) != 2:
+                raise ValueError(f"`data` must be (x, y) or a tf.data.Dataset. Received: "
+                                 f"{type(data).__name__}")
+            x, y = data
+            y = as_labels(y, self.task_names)
+            check_arrays(x, y, self.tasks, self.model.input_shape, argument="data")
+            data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        self._eval_totals.reset()
         for batch in self.distribution.experimental_distribute_dataset(self._keyed(data)):
-            totals = _accumulate(totals, self._eval_function(batch))
-        return self._logs(totals)
+            self._eval_function(batch)
+        return self._logs(self._eval_totals.read())
 
     def _keyed(self, dataset):
         """`dataset` with its labels as a dict keyed by task."""
@@ -379,10 +537,71 @@ class Trainer:
             resolver.task_type == "worker" and resolver.task_id == 0)
 
 
-def _accumulate(totals, stats):
-    """Adds a step's summed statistics (tensors) into the running totals (NumPy)."""
-    stats = {k: v.numpy() for k, v in stats.items()}
-    return stats if totals is None else {k: totals[k] + stats[k] for k in stats}
+SPEC_FILE = "trainer.json"
+# How often the progress bar and batch-level callbacks get fresh statistics.
+REFRESH_SECONDS = 0.5
+_NON_FINITE = "Non-finite loss of task"
+
+
+class _FinalLogs(keras.callbacks.Callback):
+    """Last in the list: the epoch's logs as the callbacks before it left them."""
+
+    logs = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs = dict(logs or {})
+
+
+class _RunningTotals:
+    """Per-task sums of an epoch (losses, metrics, labelled counts) kept in variables the
+    compiled step adds to, so the host reads them only when it shows them; and the last
+    step's loss weights."""
+
+    SUMS = ("loss_sum", "metric_sum", "count")
+
+    def __init__(self, num_tasks):
+        self.values = {k: tf.Variable(tf.zeros([num_tasks]), trainable=False, name=k)
+                       for k in (*self.SUMS, "weights")}
+
+    def add(self, stats):
+        for key, value in stats.items():
+            if key in self.SUMS:
+                self.values[key].assign_add(value)
+            else:
+                self.values[key].assign(value)
+
+    def reset(self):
+        for value in self.values.values():
+            value.assign(tf.zeros_like(value))
+
+    def read(self):
+        return {k: v.numpy() for k, v in self.values.items()}
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_positive_int(name, value):
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+
+
+def _trim_history(path, epochs):
+    """Keeps the rows of `history.csv` of the first `epochs` epochs: a run killed after
+    an epoch's row was written but before its checkpoint trains that epoch again."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) <= 1:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [r for r in body if r and int(r[header.index("epoch")]) < epochs]
+    if len(kept) != len(body):
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *kept])
+        atomic_write_bytes(path, text.getvalue().encode())
 
 
 def fit(model, x, y=None, weighting="equal", epochs=1, run_dir=None, **kwargs):

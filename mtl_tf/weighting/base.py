@@ -110,5 +110,10 @@ class Weighting(tf.Module):
         """Called outside the compiled step when an epoch ends."""
         del epoch
 
+    def check_run_length(self, epochs):
+        """Called by `fit` with the epoch the run ends at; a strategy whose schedule has
+        a length of its own warns when the two differ."""
+        del epochs
+
     def get_config(self):
         return {}

@@ -16,11 +16,11 @@ class CAGrad(GradientLevel):
     step size matches the sum of the losses.
 
     Args:
-        c: float. The conflict-aversion radius. Defaults to `0.4`.
+        c: float. The conflict-aversion radius. Defaults to `0.5` (the paper's and LibMTL's).
         iterations: int. Mirror-descent steps. Defaults to `100`.
     """
 
-    def __init__(self, c=0.4, iterations=100, mode="representation"):
+    def __init__(self, c=0.5, iterations=100, mode="representation"):
         super().__init__(mode)
         if c < 0:
             raise ValueError(f"`c` must be non-negative. Received: c={c!r}")

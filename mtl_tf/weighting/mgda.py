@@ -38,7 +38,9 @@ class MGDA(GradientLevel):
     T * sum_t w_t g_t (scaled by T so the step size matches the sum of the losses).
 
     Args:
-        normalize: bool. Divide each gradient by its norm first. Defaults to `False`.
+        normalize: bool. Find the weights w on the gradients divided by their norms (the
+            authors' "l2" normalisation); as in their code, the weights then apply to the
+            original gradients. Defaults to `False`.
         mode: `"representation"` (MGDA-UB) or `"parameters"` (plain MGDA).
     """
 
@@ -47,9 +49,10 @@ class MGDA(GradientLevel):
         self.normalize = bool(normalize)
 
     def combine(self, grads, losses):
+        solved = grads
         if self.normalize:
-            grads = tf.math.divide_no_nan(grads, tf.norm(grads, axis=1, keepdims=True))
-        weights = min_norm_weights(tf.matmul(grads, grads, transpose_b=True))
+            solved = tf.math.divide_no_nan(grads, tf.norm(grads, axis=1, keepdims=True))
+        weights = min_norm_weights(tf.matmul(solved, solved, transpose_b=True))
         return self.num_tasks * tf.linalg.matvec(grads, weights, transpose_a=True), weights
 
     def get_config(self):

@@ -15,8 +15,12 @@ class PCGrad(GradientLevel):
     tasks whose gradients conflict, the result is g_1 + g_2 minus each one's component
     along the other.
 
+    The order is drawn afresh at each call n (counted from 1, kept in the checkpoint):
+    task i visits the others in the order of `argsort` of row i of
+    `tf.random.stateless_uniform([T, T], seed=(seed, n))`, so runs repeat exactly.
+
     Args:
-        seed: int. Seeds the per-step random order (stateless, so runs repeat). Defaults to `0`.
+        seed: int. Seeds the per-step random order. Defaults to `0`.
         mode: `"representation"` or `"parameters"`.
     """
 

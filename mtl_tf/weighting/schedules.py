@@ -13,6 +13,8 @@ The figure defining the curves did not survive the text copy; these follow the t
 weights in [0, 1], summing to 1, the secondary task first, the main task last.
 """
 
+import warnings
+
 import tensorflow as tf
 
 from mtl_tf.weighting.base import Weighting, register
@@ -82,6 +84,15 @@ class Linear(_Schedule):
 
     def lambda_s(self, epoch):
         return tf.minimum(epoch / max(self.epochs - 1, 1), 1.0)
+
+    def check_run_length(self, epochs):
+        if epochs != self.epochs:
+            warnings.warn(f"The `lin` schedule was made for epochs={self.epochs} but the run ends "
+                          f"after epoch {epochs}: lambda_s reaches 1 at epoch {self.epochs - 1} "
+                          f"(0-based), " + ("then stays there." if epochs > self.epochs else
+                                            f"and is {min((epochs - 1) / max(self.epochs - 1, 1), 1):.3f} "
+                                            f"at the last epoch.") +
+                          " Pass lin's `epochs` equal to the run's to span it.", stacklevel=3)
 
     def get_config(self):
         return {**super().get_config(), "epochs": self.epochs}

@@ -157,7 +157,7 @@ def test_two_workers_on_localhost_match_one_device(tmp_path):
             np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
     # Only the chief writes the run: its checkpoints and history, no worker scratch left.
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoints", "history.csv", "tensorboard"]
+        "checkpoints", "history.csv", "tensorboard", "trainer.json"]
     assert (tmp_path / "run" / "checkpoints" / "ckpt-4.index").is_file()
     assert len((tmp_path / "run" / "history.csv").read_text().splitlines()) == 1 + epochs
 
