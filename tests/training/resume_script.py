@@ -3,6 +3,7 @@
     python -m tests.training.resume_script RUN_DIR EPOCHS OUT.npz [mirrored]
 """
 
+import json
 import os
 import sys
 
@@ -34,7 +35,10 @@ def main(run_dir, epochs, out, layout="single"):
     with scope:
         model = zoo.build("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
                           input_shape=(28, 28, 1), trunk="dense", units=(64,))
-        trainer = Trainer(model, weighting=os.environ.get("WEIGHTING", "uncertainty"),
+        # WEIGHTING: a strategy name, or its config as JSON.
+        weighting = os.environ.get("WEIGHTING", "uncertainty")
+        weighting = json.loads(weighting) if weighting.startswith("{") else weighting
+        trainer = Trainer(model, weighting=weighting,
                           optimizer=keras.optimizers.Adam(1e-3), distribution=distribution,
                           run_dir=run_dir if run_dir != "-" else None, seed=3)
     x, y = two_task_batch(1024)

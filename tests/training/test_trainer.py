@@ -69,11 +69,18 @@ def _run_script(run_dir, epochs, out, layout="single", **popen):
                              str(epochs), str(out), layout], cwd=ROOT, **popen)
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
+STATEFUL = {"uncertainty": "uncertainty", "dwa": "dwa", "gradnorm": "gradnorm",
+            "exp_sigma": '{"class_name": "exp_sigma", "config": {"sigma": 2}}'}
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, name):
+    """Every strategy with state (learned weights, loss history, a schedule mid-way)."""
     epochs = 4
-    reference = _run_script("-", epochs, tmp_path / "reference.npz")
+    env = {**os.environ, "WEIGHTING": STATEFUL[name]}
+    reference = _run_script("-", epochs, tmp_path / "reference.npz", env=env)
     killed = _run_script(tmp_path / "run", epochs, tmp_path / "never.npz",
-                         stderr=subprocess.DEVNULL)
+                         stderr=subprocess.DEVNULL, env=env)
     marker = tmp_path / "run" / "checkpoints" / "ckpt-2.index"
     deadline = time.time() + 240
     while not marker.exists() and killed.poll() is None and time.time() < deadline:
@@ -82,7 +89,7 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path):
     killed.send_signal(signal.SIGKILL)  # mid-epoch 3, with no chance to clean up
     killed.wait()
     assert not (tmp_path / "never.npz").exists()
-    resumed = _run_script(tmp_path / "run", epochs, tmp_path / "resumed.npz")
+    resumed = _run_script(tmp_path / "run", epochs, tmp_path / "resumed.npz", env=env)
     assert resumed.wait(timeout=300) == 0 and reference.wait(timeout=300) == 0
     want, got = np.load(tmp_path / "reference.npz"), np.load(tmp_path / "resumed.npz")
     assert sorted(want.files) == sorted(got.files)
