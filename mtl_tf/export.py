@@ -38,7 +38,9 @@ def _check_target(path, overwrite):
 
 
 def _replace(tmp, path):
-    """Renames `tmp` onto `path`, moving an old `path` aside first and deleting it after."""
+    """Renames `tmp` onto `path`, moving an old `path` aside first and deleting it after.
+    Then clears what an export of `path` killed mid-way left beside it (one writer per
+    path is assumed)."""
     old = None
     if path.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -46,6 +48,15 @@ def _replace(tmp, path):
     tmp.rename(path)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in [*path.parent.glob(f".{path.name}.partial-*"), *path.parent.glob(f".{path.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write_failed(error, path):
+    """The error of a write that failed (a full disk): what was at `path` is untouched."""
+    kept = "the previous export there is untouched" if path.exists() else "nothing was written there"
+    return OSError(f"Writing {str(path)!r} failed ({type(error).__name__}: "
+                   f"{str(error).splitlines()[0][:300]}); {kept}.")
 
 
 def save(model, path, overwrite=False):
@@ -98,7 +109,10 @@ def save(model, path, overwrite=False):
                              input_signature=[spec])
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        archive.write_out(str(tmp), verbose=False)
+        try:
+            archive.write_out(str(tmp), verbose=False)
+        except (OSError, tf.errors.OpError) as error:
+            raise _write_failed(error, path) from error
         _replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,7 +128,10 @@ def save_keras(model, path, overwrite=False):
     path = _check_target(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        model.save(str(tmp / path.name))
+        try:
+            model.save(str(tmp / path.name))
+        except OSError as error:
+            raise _write_failed(error, path) from error
         (tmp / path.name).replace(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -332,7 +332,7 @@ class Trainer:
         for path in candidates:
             try:
                 self.checkpoint.restore(path).expect_partial()
-            except (tf.errors.OpError, ValueError) as error:
+            except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
                 warnings.warn(f"Checkpoint {path!r} cannot be read ({type(error).__name__}: "
                               f"{str(error).splitlines()[0][:200]}); trying the one before it.",
                               stacklevel=2)
@@ -354,6 +354,8 @@ class Trainer:
         try:
             self._manager.save(checkpoint_number=epoch + 1)
         except (tf.errors.OpError, OSError) as error:
+            for partial in Path(self._manager.directory).glob(f"ckpt-{epoch + 1}_temp*"):
+                shutil.rmtree(partial, ignore_errors=True)  # frees what the failed write took
             kept = self._manager.latest_checkpoint
             raise RuntimeError(f"Writing the checkpoint of epoch {epoch + 1} failed ({error}). "
                                f"The earlier checkpoints are untouched; the run resumes from "
