@@ -19,6 +19,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from mtl_tf.errors import brief
+
 
 def _output_names(model):
     outputs = model.output
@@ -55,8 +57,7 @@ def _replace(tmp, path):
 def _write_failed(error, path):
     """The error of a write that failed (a full disk): what was at `path` is untouched."""
     kept = "the previous export there is untouched" if path.exists() else "nothing was written there"
-    return OSError(f"Writing {str(path)!r} failed ({type(error).__name__}: "
-                   f"{str(error).splitlines()[0][:300]}); {kept}.")
+    return OSError(f"Writing {str(path)!r} failed ({brief(error)}); {kept}.")
 
 
 def save(model, path, overwrite=False):

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from mtl_tf import weighting as weighting_lib
 from mtl_tf.data.paths import atomic_write_bytes
+from mtl_tf.errors import brief
 from mtl_tf.gradients import (
     MultiTaskParts,
     flatten,
@@ -333,8 +334,8 @@ class Trainer:
             try:
                 self.checkpoint.restore(path).expect_partial()
             except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
-                warnings.warn(f"Checkpoint {path!r} cannot be read ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0][:200]}); trying the one before it.",
+                warnings.warn(f"Checkpoint {path!r} cannot be read ({brief(error)}); trying the "
+                              f"one before it.",
                               stacklevel=2)
                 continue
             self._resumed = True
@@ -357,7 +358,7 @@ class Trainer:
             for partial in Path(self._manager.directory).glob(f"ckpt-{epoch + 1}_temp*"):
                 shutil.rmtree(partial, ignore_errors=True)  # frees what the failed write took
             kept = self._manager.latest_checkpoint
-            raise RuntimeError(f"Writing the checkpoint of epoch {epoch + 1} failed ({error}). "
+            raise RuntimeError(f"Writing the checkpoint of epoch {epoch + 1} failed ({brief(error)}). "
                                f"The earlier checkpoints are untouched; the run resumes from "
                                f"{kept or 'the start'}.") from error
         finally:
