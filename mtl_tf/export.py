@@ -12,6 +12,7 @@ Writes are atomic: everything goes to a temporary folder beside `path`, renamed 
 export untouched unless `overwrite=True`).
 """
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,15 @@ import keras
 import tensorflow as tf
 
 from mtl_tf.errors import brief
+
+
+SERVING_FILE = "serving.json"
+
+
+def serving_info(path):
+    """The `serving.json` of an export (tasks, input shape, value range), or None."""
+    file = Path(path) / SERVING_FILE
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def _output_names(model):
@@ -60,13 +70,20 @@ def _write_failed(error, path):
     return OSError(f"Writing {str(path)!r} failed ({brief(error)}); {kept}.")
 
 
-def save(model, path, overwrite=False):
+def save(model, path, overwrite=False, value_range=None):
     """Writes `model` as a SavedModel at `path` (see the module docstring).
+
+    Beside the SavedModel's own files, `serving.json` records the tasks, the input shape
+    and the value range, for clients such as `mtl-tf predict`; loaders ignore it.
 
     Args:
         model: a `keras.Model` with one input and dict outputs keyed by task.
         path: str or `Path`. The SavedModel folder to create.
         overwrite: bool. Replace an existing `path`. Defaults to `False`.
+        value_range: None or `(low, high)`. The range the model was trained on, e.g.
+            `(0.0, 1.0)` for pixels / 255: the served signatures then refuse inputs
+            outside it (or NaN) with a message saying so, instead of answering
+            nonsense. Defaults to `None` (any finite or infinite value).
 
     Returns:
         The `Path` written.
@@ -85,6 +102,11 @@ def save(model, path, overwrite=False):
     if len(model.inputs) != 1:
         raise ValueError(f"Only models with one input can be exported with the `inputs` "
                          f"signature. Model {model.name!r} has {len(model.inputs)}.")
+    if value_range is not None and (not isinstance(value_range, (tuple, list)) or len(value_range) != 2
+                                    or not all(isinstance(v, (int, float)) for v in value_range)
+                                    or not value_range[0] < value_range[1]):
+        raise ValueError(f"`value_range` must be None or (low, high) with low < high. "
+                         f"Received: value_range={value_range!r}")
     path = _check_target(path, overwrite)
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="inputs")
     expected = tuple(model.input_shape[1:])
@@ -93,9 +115,15 @@ def save(model, path, overwrite=False):
     def run(inputs):
         # A loaded signature does not enforce its input shape; say plainly what is wrong
         # instead of failing deep inside the graph.
-        check = tf.debugging.assert_equal(tf.shape(inputs)[1:], tf.constant(expected),
-                                          message=message)
-        with tf.control_dependencies([check]):
+        checks = [tf.debugging.assert_equal(tf.shape(inputs)[1:], tf.constant(expected),
+                                            message=message)]
+        if value_range is not None:
+            low, high = (float(v) for v in value_range)
+            inside = tf.reduce_all((inputs >= low) & (inputs <= high))  # False for NaN too
+            checks.append(tf.debugging.Assert(inside, [
+                f"`inputs` must lie in [{low}, {high}], the range this model was trained on. "
+                f"Smallest and largest values received:", tf.reduce_min(inputs), tf.reduce_max(inputs)]))
+        with tf.control_dependencies(checks):
             return model(tf.identity(inputs), training=False)
 
     # Keras's ExportArchive tracks the model's variables so that the SavedModel's restore
@@ -112,6 +140,9 @@ def save(model, path, overwrite=False):
     try:
         try:
             archive.write_out(str(tmp), verbose=False)
+            (tmp / SERVING_FILE).write_text(json.dumps({
+                "tasks": names, "input_shape": list(expected),
+                "value_range": list(value_range) if value_range is not None else None}, indent=2))
         except (OSError, tf.errors.OpError) as error:
             raise _write_failed(error, path) from error
         _replace(tmp, path)

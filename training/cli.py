@@ -84,7 +84,8 @@ def _export(args):
     from training import run
 
     model = run.restore_model(args.run_dir)
-    path = mtl_tf.export.save(model, args.to, overwrite=args.overwrite)
+    # `mtl-tf train` feeds images scaled to [0, 1]: the export refuses anything else.
+    path = mtl_tf.export.save(model, args.to, overwrite=args.overwrite, value_range=(0.0, 1.0))
     print(f"SavedModel written to {path}")
 
 

@@ -98,17 +98,36 @@ def restore_model(run_dir):
 
 
 def predict(saved_model, images):
-    """Loads image files (any size, converted to grey 28x28) and runs the SavedModel.
-    Returns a list of {task: (class, probability)} per image."""
+    """Loads image files (any size and mode, converted to the SavedModel's input: grey or
+    RGB, its height and width, scaled to the range it was exported with) and runs the
+    SavedModel. Returns a list of {task: (class, probability)} per image."""
     import tensorflow as tf
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    import mtl_tf.export
+
+    if not (Path(saved_model) / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"`SAVED_MODEL` is not a SavedModel folder (no saved_model.pb). "
+                                f"Received: {str(saved_model)!r}")
+    info = mtl_tf.export.serving_info(saved_model) or {}
+    shape = tuple(info.get("input_shape") or (28, 28, 1))
+    if len(shape) == 2:
+        shape = (*shape, 0)
+    if len(shape) != 3 or shape[2] not in (0, 1, 3):
+        raise ValueError(f"This SavedModel takes inputs of shape {tuple(info['input_shape'])}, not "
+                         f"images: `mtl-tf predict` reads grey or RGB images. Call its "
+                         f"`serving_default` signature directly.")
+    low, high = info.get("value_range") or (0.0, 1.0)
     batch = []
     for path in images:
         if not Path(path).is_file():
             raise FileNotFoundError(f"`IMAGE` does not name a file. Received: {path!r}")
-        image = Image.open(path).convert("L").resize((28, 28))
-        batch.append(np.asarray(image, np.float32)[..., None] / 255.0)
+        try:
+            image = Image.open(path).convert("RGB" if shape[2] == 3 else "L")
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"`IMAGE` {path!r} is not an image file Pillow can read ({error}).") from error
+        pixels = np.asarray(image.resize((shape[1], shape[0])), np.float32) / 255.0
+        batch.append((low + (high - low) * pixels).reshape(shape[:2] + ((shape[2],) if shape[2] else ())))
     serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
     outputs = serve(inputs=tf.constant(np.stack(batch)))
     results = []

@@ -95,6 +95,10 @@ class Trainer:
         if unknown:
             raise ValueError(f"`tasks` names tasks the model has no output for: {unknown}. "
                              f"Model outputs: {sorted(outputs)}")
+        if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(
+                learning_rate, (int, float)) or not 0 < learning_rate < float("inf")):
+            raise ValueError(f"`learning_rate` must be a positive number. Received: "
+                             f"learning_rate={learning_rate!r}")
         self.distribution = distribution or tf.distribute.get_strategy()
         self.run_dir = Path(run_dir) if run_dir else None
         self.seed = int(seed)

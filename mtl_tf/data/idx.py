@@ -1,6 +1,7 @@
 """Reader for the IDX format of MNIST and Fashion-MNIST (`*-idx3-ubyte[.gz]`)."""
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def read_idx(path):
     if len(raw) < header:
         raise ValueError(f"{path} is truncated: {len(raw)} bytes, shorter than its header.")
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    expected = header + math.prod(shape) * dtype.itemsize  # exact: no int64 overflow
     if len(raw) != expected:
         raise ValueError(
             f"{path} is truncated or padded: its header promises shape {shape} "

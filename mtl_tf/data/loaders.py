@@ -127,11 +127,36 @@ def _load_letters(split, notmnist=None):
 @_register("cifar100", ("train", "test"))
 def _load_cifar100(split, path=None):
     folder = _find_cifar100(path)
-    batch = safe_unpickle(folder / split)
-    batch = {(k.decode() if isinstance(k, bytes) else k): v for k, v in batch.items()}
-    images = np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return images, {"fine": np.asarray(batch["fine_labels"], np.int64),
-                    "coarse": np.asarray(batch["coarse_labels"], np.int64)}
+    return parse_cifar100_batch(safe_unpickle(folder / split), folder / split)
+
+
+def parse_cifar100_batch(batch, path):
+    """Images N x 32 x 32 x 3 and {"fine", "coarse"} labels from an unpickled
+    `cifar-100-python` batch; anything else is refused with a ValueError naming `path`."""
+    def refuse(why):
+        return ValueError(f"{path} is not a CIFAR-100 batch: {why}. Delete it and provide the "
+                          f"`cifar-100-python` files again.")
+
+    if not isinstance(batch, dict):
+        raise refuse(f"it holds a {type(batch).__name__}, not a dict")
+    batch = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in batch.items()}
+    missing = sorted({"data", "fine_labels", "coarse_labels"} - set(batch))
+    if missing:
+        raise refuse(f"it has no {missing}")
+    try:
+        data = np.asarray(batch["data"])
+        fine = np.asarray(batch["fine_labels"])
+        coarse = np.asarray(batch["coarse_labels"])
+    except (ValueError, TypeError) as error:
+        raise refuse(f"its arrays do not convert ({error})") from error
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise refuse(f"`data` must be uint8 N x 3072, not {data.dtype} {data.shape}")
+    for name, labels, classes in (("fine_labels", fine, 100), ("coarse_labels", coarse, 20)):
+        if labels.shape != (len(data),) or labels.dtype.kind not in "iu" or (
+                labels.size and (labels.min() < 0 or labels.max() >= classes)):
+            raise refuse(f"`{name}` must be {len(data)} integers in [0, {classes})")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return images, {"fine": fine.astype(np.int64), "coarse": coarse.astype(np.int64)}
 
 
 def _find_cifar100(path):

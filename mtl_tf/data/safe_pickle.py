@@ -26,10 +26,28 @@ _ALLOWED_GLOBALS = frozenset(
 ) | {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
-    # Protocol 2 writes Python 3 bytes as `_codecs.encode(str, "latin1")`: a pure
-    # string-to-bytes conversion, nothing more.
-    ("_codecs", "encode"),
 }
+
+
+def _latin1_encode(text, encoding="latin1", *rest):
+    """Protocol 2 writes Python 3 bytes as `_codecs.encode(str, "latin1")`: admitted as
+    that conversion alone, never another codec."""
+    if rest or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError(f"Refusing `_codecs.encode` other than a latin1 string: "
+                                f"encoding={encoding!r}")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args):
+    """Protocol 2 writes b"" as `bytes()`; with an argument it could allocate at will."""
+    if args:
+        raise UnsafePickleError("Refusing `bytes(...)` with arguments in a pickle.")
+    return b""
+
+
+# Stand-ins for the few builtins the protocols use, admitting only their harmless uses.
+_WRAPPED = {("_codecs", "encode"): _latin1_encode, ("__builtin__", "bytes"): _empty_bytes,
+            ("builtins", "bytes"): _empty_bytes}
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -45,6 +63,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         self._path = path
 
     def find_class(self, module, name):
+        if (module, name) in _WRAPPED:
+            return _WRAPPED[(module, name)]
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise UnsafePickleError(
@@ -90,8 +110,11 @@ def safe_unpickle(path):
         return _NumpyOnlyUnpickler(io.BytesIO(raw), path).load()
     except UnsafePickleError:
         raise
-    except (EOFError, OSError, zlib.error, struct.error, IndexError, ValueError,
+    except (EOFError, OSError, zlib.error, struct.error, IndexError, KeyError, ValueError,
+            TypeError, AttributeError, LookupError, OverflowError, RecursionError, MemoryError,
             pickle.UnpicklingError) as error:
+        # A malformed pickle fails in many ways (NumPy's reconstructors given wrong
+        # arguments raise TypeError, deep nesting RecursionError): each means corrupt.
         raise ValueError(
             f"{path} is truncated or corrupt ({type(error).__name__}: {error}). "
             f"Delete it and run `mtl-tf data fetch` to obtain a fresh copy."

@@ -46,6 +46,21 @@ def state_variable(initial_value, dtype=None, name=None):
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
+def check_number(name, value, low=None, high=None, low_open=False, integer=False):
+    """Refuses `value` unless it is a finite number (an integer if asked) within the
+    bounds, naming the argument: `low < value` when `low_open`, else `low <= value`."""
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and abs(value) < float("inf")
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or value <= high)
+    if not ok:
+        bounds = (f"{'>' if low_open else '>='} {low}" if low is not None else "") + (
+            f"{' and ' if low is not None else ''}<= {high}" if high is not None else "")
+        raise ValueError(f"`{name}` must be {'an integer' if integer else 'a number'}"
+                         f"{' ' + bounds if bounds else ''}. Received: {name}={value!r}")
+    return value
+
+
 def available():
     return sorted(_REGISTRY)
 

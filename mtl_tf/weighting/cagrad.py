@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import register
+from mtl_tf.weighting.base import check_number, register
 from mtl_tf.weighting.gradient_level import GradientLevel
 
 
@@ -22,10 +22,8 @@ class CAGrad(GradientLevel):
 
     def __init__(self, c=0.5, iterations=100, mode="representation"):
         super().__init__(mode)
-        if c < 0:
-            raise ValueError(f"`c` must be non-negative. Received: c={c!r}")
-        self.c = float(c)
-        self.iterations = int(iterations)
+        self.c = float(check_number("c", c, low=0))
+        self.iterations = check_number("iterations", iterations, low=1, integer=True)
 
     def combine(self, grads, losses):
         t = self.num_tasks

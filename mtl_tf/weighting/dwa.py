@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import Weighting, register, state_variable
+from mtl_tf.weighting.base import Weighting, check_number, register, state_variable
 
 
 @register("dwa")
@@ -19,9 +19,7 @@ class DynamicWeightAverage(Weighting):
 
     def __init__(self, temperature=2.0):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = float(check_number("temperature", temperature, low=0, low_open=True))
 
     def build(self, num_tasks):
         super().build(num_tasks)

@@ -15,11 +15,12 @@ class Fixed(Weighting):
 
     def __init__(self, weights):
         super().__init__()
-        weights = [float(w) for w in weights]
-        if not weights or min(weights) < 0:
+        if not isinstance(weights, (list, tuple)) or not weights or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and 0 <= w < float("inf")
+                for w in weights):
             raise ValueError(f"`weights` must be non-negative numbers, one per task. "
                              f"Received: weights={weights!r}")
-        self.weights = weights
+        self.weights = [float(w) for w in weights]
 
     def build(self, num_tasks):
         if len(self.weights) != num_tasks:

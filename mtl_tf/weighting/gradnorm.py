@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import Weighting, register, state_variable
+from mtl_tf.weighting.base import Weighting, check_number, register, state_variable
 
 
 @register("gradnorm")
@@ -24,8 +24,8 @@ class GradNorm(Weighting):
 
     def __init__(self, alpha=1.5, learning_rate=0.025):
         super().__init__()
-        self.alpha = float(alpha)
-        self.learning_rate = float(learning_rate)
+        self.alpha = float(check_number("alpha", alpha, low=0))
+        self.learning_rate = float(check_number("learning_rate", learning_rate, low=0, low_open=True))
 
     def build(self, num_tasks):
         super().build(num_tasks)

@@ -46,7 +46,9 @@ class MGDA(GradientLevel):
 
     def __init__(self, normalize=False, mode="representation"):
         super().__init__(mode)
-        self.normalize = bool(normalize)
+        if not isinstance(normalize, bool):
+            raise ValueError(f"`normalize` must be True or False. Received: normalize={normalize!r}")
+        self.normalize = normalize
 
     def combine(self, grads, losses):
         solved = grads

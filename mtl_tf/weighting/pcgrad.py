@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import register, state_variable
+from mtl_tf.weighting.base import check_number, register, state_variable
 from mtl_tf.weighting.gradient_level import GradientLevel
 
 
@@ -26,7 +26,7 @@ class PCGrad(GradientLevel):
 
     def __init__(self, seed=0, mode="representation"):
         super().__init__(mode)
-        self.seed = int(seed)
+        self.seed = check_number("seed", seed, low=0, integer=True)
 
     def build(self, num_tasks):
         super().build(num_tasks)

@@ -17,7 +17,7 @@ import warnings
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import Weighting, register
+from mtl_tf.weighting.base import Weighting, check_number, register
 
 
 class _Schedule(Weighting):
@@ -28,7 +28,10 @@ class _Schedule(Weighting):
 
     def __init__(self, main=(0,)):
         super().__init__()
-        self.main = [int(i) for i in main]
+        if not isinstance(main, (list, tuple)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in main):
+            raise ValueError(f"`main` must be a list of task indices. Received: main={main!r}")
+        self.main = list(main)
 
     def build(self, num_tasks):
         super().build(num_tasks)
@@ -50,9 +53,7 @@ class _Schedule(Weighting):
 
 
 def _positive(name, value):
-    if not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive number. Received: {name}={value!r}")
-    return value
+    return check_number(name, value, low=0, low_open=True)
 
 
 class _UntilT1(_Schedule):
@@ -80,7 +81,7 @@ class Linear(_Schedule):
 
     def __init__(self, epochs, main=(0,)):
         super().__init__(main)
-        self.epochs = _positive("epochs", epochs)
+        self.epochs = check_number("epochs", epochs, low=1, integer=True)
 
     def lambda_s(self, epoch):
         return tf.minimum(epoch / max(self.epochs - 1, 1), 1.0)

@@ -123,3 +123,28 @@ def test_unknown_weighting_suggests_a_close_name():
         weighting.get("uncertianty")
     assert isinstance(weighting.get({"class_name": "lin", "config": {"epochs": 5}}),
                       weighting.schedules.Linear)
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("fixed", {"weights": [1.0, -2.0]}, r"weights=\[1.0, -2.0\]"),
+    ("fixed", {"weights": []}, r"weights=\[\]"),
+    ("fixed", {"weights": [1.0, float("nan")]}, r"`weights` must be non-negative"),
+    ("lin", {"epochs": 0}, r"`epochs` must be an integer >= 1. Received: epochs=0"),
+    ("lin", {"epochs": 2.5}, r"epochs=2.5"),
+    ("stairs_t1", {"t1": -1}, r"`t1` must be a number > 0. Received: t1=-1"),
+    ("lin_t1", {"t1": "10"}, r"t1='10'"),
+    ("exp_sigma", {"sigma": 0}, r"sigma=0"),
+    ("exp_sigma", {"sigma": float("inf")}, r"sigma=inf"),
+    ("exp_sigma", {"sigma": 40, "main": "0"}, r"main='0'"),
+    ("dwa", {"temperature": 0}, r"temperature=0"),
+    ("gradnorm", {"alpha": -0.5}, r"`alpha` must be a number >= 0. Received: alpha=-0.5"),
+    ("gradnorm", {"learning_rate": 0}, r"learning_rate=0"),
+    ("cagrad", {"c": -0.1}, r"c=-0.1"),
+    ("cagrad", {"iterations": 0}, r"iterations=0"),
+    ("mgda", {"normalize": "yes"}, r"normalize='yes'"),
+    ("pcgrad", {"seed": -1}, r"seed=-1"),
+    ("pcgrad", {"mode": "weights"}, r"mode='weights'"),
+])
+def test_strategy_parameters_out_of_range_are_named(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        weighting.get(name, **kwargs)

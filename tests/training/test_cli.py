@@ -91,3 +91,57 @@ def test_export_refuses_to_overwrite_and_leaves_no_partial_folder(tmp_path):
         mtl_tf.export.save(model, tmp_path / "m")
     mtl_tf.export.save(model, tmp_path / "m", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_a_served_model_refuses_bad_inputs_in_a_process_that_never_imported_us(tmp_path):
+    import mtl_tf.export
+    import zoo
+    from tests.helpers import run_python
+
+    model = zoo.build("hard_sharing", tasks={"a": 3}, input_shape=(28, 28, 1), trunk="dense", units=(8,))
+    path = mtl_tf.export.save(model, tmp_path / "m", value_range=(0.0, 1.0))
+    assert mtl_tf.export.serving_info(path) == {"tasks": ["a"], "input_shape": [28, 28, 1],
+                                                "value_range": [0.0, 1.0]}
+    out = run_python(f"""
+        import sys, numpy as np, tensorflow as tf
+        serve = tf.saved_model.load({str(path)!r}).signatures["serving_default"]
+        cases = {{"shape": np.zeros((2, 32, 32, 1), np.float32), "range": np.full((2, 28, 28, 1), 255.0, np.float32),
+                  "nan": np.full((1, 28, 28, 1), np.nan, np.float32), "ok": np.full((2, 28, 28, 1), 0.5, np.float32)}}
+        for name, x in cases.items():
+            try:
+                print(name, "->", serve(inputs=tf.constant(x))["a"].shape)
+            except tf.errors.InvalidArgumentError as error:
+                print(name, "->", error.message.splitlines()[0])
+        with tf.compat.v1.Session(graph=tf.Graph()) as session:
+            signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], {str(path)!r}).signature_def["serving_default"]
+            try:
+                session.run(signature.outputs["a"].name, {{signature.inputs["inputs"].name: cases["range"]}})
+            except tf.errors.InvalidArgumentError as error:
+                print("tf1 ->", " ".join(error.message.split()))
+        assert not any(m.startswith(("mtl_tf", "zoo", "training")) for m in sys.modules)
+    """)
+    lines = dict(line.split(" -> ", 1) for line in out.strip().splitlines())
+    assert "`inputs` must be float32 of shape (batch, 28, 28, 1)" in lines["shape"]
+    for case in ("range", "nan", "tf1"):
+        assert "`inputs` must lie in [0.0, 1.0], the range this model was trained on" in lines[case], lines
+    assert lines["range"].endswith("255 255") or "255" in lines["range"]
+    assert lines["ok"] == "(2, 3)"
+
+
+def test_predict_refuses_what_it_cannot_read(tmp_path):
+    import mtl_tf.export
+    import zoo
+
+    pairs = mtl_tf.export.save(zoo.build("siamese", pipe="shallow"), tmp_path / "pairs")
+    digits = mtl_tf.export.save(zoo.build("hard_sharing", tasks={"a": 3}, input_shape=(28, 28, 1),
+                                          trunk="dense", units=(8,)), tmp_path / "digits")
+    (tmp_path / "notes.png").write_text("not an image")
+    Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "ok.png")
+    for args, message in [
+        (["predict", tmp_path / "missing", tmp_path / "ok.png"], "is not a SavedModel folder"),
+        (["predict", pairs, tmp_path / "ok.png"], "takes inputs of shape (2, 14, 14), not images"),
+        (["predict", digits, tmp_path / "notes.png"], "is not an image file Pillow can read"),
+    ]:
+        result = _cli(*args, check=False)
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, \
+            result.stderr[-2000:]

@@ -208,3 +208,9 @@ Trainer(model).fit(x, y, epochs=3, batch_size=32)
     assert all("a_accuracy" in line for line in lines[1::2])
     for noise in ("cuInit", "cuda drivers", "oneDNN", "absl::InitializeLog"):
         assert noise not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("rate", [0, -1e-3, float("nan"), "fast"])
+def test_a_bad_learning_rate_is_named(rate):
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a positive number. Received: learning_rate="):
+        Trainer(_model(), learning_rate=rate)

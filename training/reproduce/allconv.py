@@ -433,6 +433,6 @@ def demo(out, saved_models, log=print):
     paths = []
     for name in DEMO_SETTINGS[3:]:
         target = Path(saved_models) / f"allconv_{_slug(name)}"
-        paths.append(mtl_tf.export.save(load_model(out, name), target, overwrite=True))
+        paths.append(mtl_tf.export.save(load_model(out, name), target, overwrite=True, value_range=(0.0, 1.0)))
         log(f"SavedModel of {name}: {target}")
     return results, paths
