@@ -112,6 +112,7 @@ def safe_unpickle(path):
         raise
     except (EOFError, OSError, zlib.error, struct.error, IndexError, KeyError, ValueError,
             TypeError, AttributeError, LookupError, OverflowError, RecursionError, MemoryError,
+            SystemError,
             pickle.UnpicklingError) as error:
         # A malformed pickle fails in many ways (NumPy's reconstructors given wrong
         # arguments raise TypeError, deep nesting RecursionError): each means corrupt.
