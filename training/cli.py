@@ -96,6 +96,16 @@ def _predict(args):
         print(path, "  ".join(f"{task}={c} (p={p:.3f})" for task, (c, p) in sorted(row.items())))
 
 
+def _tune(args):
+    from tuning.search import tune
+
+    tune(args.family, args.tasks.split(","), args.directory, args.project, tuner=args.tuner,
+         max_trials=args.max_trials, epochs=args.epochs, objective=args.objective.split(","),
+         weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit,
+         batch_size=args.batch_size, seed=args.seed, export=args.export, workers=args.workers,
+         role=args.role, log=lambda m: print(m, flush=True))
+
+
 def _demo(args):
     from training.reproduce import allconv
 
@@ -185,6 +195,31 @@ def build_parser():
                                 "NAME-PROFILE.md/.json/-*.png (docs/results for the committed copies)")
     reproduce.set_defaults(run=_reproduce)
 
+    tune = commands.add_parser("tune", help="a keras-tuner search over a family (resumable)")
+    tune.add_argument("family", help="hard_sharing, allconv or siamese")
+    tune.add_argument("--tasks", default="mnist,fashion_mnist",
+                      help="comma-separated data sets, one task each (siamese: its own pairs)")
+    tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
+    tune.add_argument("--max-trials", type=int, default=10)
+    tune.add_argument("--epochs", type=int, default=3, help="per trial (hyperband: the most)")
+    tune.add_argument("--objective", default="val_mean_accuracy",
+                      help="a logged metric, or several comma-separated")
+    tune.add_argument("--weightings", default=None,
+                      help="comma-separated weighting methods to search (default: all that need "
+                           "no main task)")
+    tune.add_argument("--directory", default="runs/tune")
+    tune.add_argument("--project", default=None, help="default: the family's name")
+    tune.add_argument("--limit", type=int, default=5000,
+                      help="training examples per task (siamese: pairs)")
+    tune.add_argument("--batch-size", type=int, default=128)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--export", default=None, metavar="DIR",
+                      help="export the best model as a SavedModel there")
+    tune.add_argument("--workers", type=int, default=0,
+                      help="run a keras-tuner chief and this many workers as local processes")
+    tune.add_argument("--role", choices=("chief", "worker"), default=None, help=argparse.SUPPRESS)
+    tune.set_defaults(run=_tune)
+
     demo = commands.add_parser("demo", help="paper 000 in a few minutes: pre-train, transfer, export")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--saved-models", default="saved_models",
@@ -195,6 +230,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "tune" and args.project is None:
+        args.project = args.family
     try:
         args.run(args)
     except (ValueError, RuntimeError, OSError) as error:

@@ -520,7 +520,18 @@ class Trainer:
             logs[f"{task.name}_loss"] = float(totals["loss_sum"][i] / counts[i])
             logs[f"{task.name}_{task.metric}"] = float(totals["metric_sum"][i] / counts[i])
         logs["loss"] = float(sum(logs[f"{t}_loss"] for t in self.task_names))
+        # One number over tasks, for model selection and tuning objectives.
+        logs["mean_loss"] = logs["loss"] / len(self.tasks)
+        for metric in sorted({t.metric for t in self.tasks}):
+            values = [logs[f"{t.name}_{metric}"] for t in self.tasks if t.metric == metric]
+            logs[f"mean_{metric}"] = float(np.mean(values))
         return logs
+
+    def metric_names(self, validation=True):
+        """The names `fit` logs per epoch (with `val_` ones when `validation`)."""
+        names = ["loss", "mean_loss", *sorted({f"mean_{t.metric}" for t in self.tasks})]
+        names += [f"{t.name}_{k}" for t in self.tasks for k in ("loss", t.metric)]
+        return names + ([f"val_{n}" for n in names] if validation else [])
 
     def _summary_writers(self):
         if not self.run_dir or not self._is_chief():

@@ -1,0 +1,113 @@
+"""The HyperModels with real keras-tuner and tiny real data: searches complete, the best
+hyper-parameters rebuild the model, the weighting hyper-parameter reaches the Trainer,
+Hyperband hands over epochs and weights."""
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import tuning
+from mtl_tf import weighting
+from tests.helpers import pair_batch, two_task_batch
+
+CASES = {
+    "hard_sharing": lambda: (tuning.hypermodel("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
+                                               input_shape=(28, 28, 1)), two_task_batch(64)),
+    "allconv": lambda: (tuning.hypermodel("allconv", tasks={"mnist": 10, "fashion_mnist": 10},
+                                          input_shape=(28, 28, 1)), two_task_batch(64)),
+    "siamese": lambda: (tuning.hypermodel("siamese"), pair_batch(128)),
+}
+
+
+def test_every_family_has_a_hypermodel_and_bad_names_are_named():
+    assert tuning.list_hypermodels() == ["allconv", "hard_sharing", "siamese"]
+    with pytest.raises(ValueError, match=r"name='hard_shraing'.*Did you mean 'hard_sharing'"):
+        tuning.hypermodel("hard_shraing", tasks={"a": 2}, input_shape=(4,))
+    with pytest.raises(ValueError, match=r"weightings='pcgard'.*Did you mean 'pcgrad'"):
+        tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,), weightings=["pcgard"])
+    with pytest.raises(ValueError, match=r"Cannot tell whether to maximise or minimise 'val_a_f1'"):
+        tuning.objective("val_a_f1")
+
+
+@pytest.mark.parametrize("family", sorted(CASES))
+def test_a_two_trial_search_completes_and_its_best_rebuilds(family, tmp_path):
+    hypermodel, (x, y) = CASES[family]()
+    search = keras_tuner.RandomSearch(hypermodel, objective=tuning.objective("val_mean_accuracy"),
+                                      max_trials=2, seed=3, directory=str(tmp_path), project_name=family)
+    search.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
+    trials = list(search.oracle.trials.values())
+    assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
+    assert all(0.0 <= t.score <= 1.0 for t in trials)
+    best_hp = search.get_best_hyperparameters(1)[0]
+    rebuilt, best = hypermodel.build(best_hp), search.get_best_models(1)[0]
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in best.weights]
+    assert sorted(rebuilt.output) == sorted(best.output)
+
+
+@pytest.mark.parametrize("method, kind, parameters", [
+    ("uncertainty", weighting.uncertainty.Uncertainty, {}),
+    ("dwa", weighting.dwa.DynamicWeightAverage, {"dwa_temperature": 3.5}),
+    ("cagrad", weighting.cagrad.CAGrad, {"cagrad_c": 0.25}),
+    ("fixed", weighting.fixed.Fixed, {"fixed_weight_mnist": 2.0, "fixed_weight_fashion_mnist": 0.5}),
+])
+def test_the_weighting_hyperparameter_is_the_strategy_the_trainer_uses(method, kind, parameters):
+    hypermodel = tuning.hypermodel("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
+                                   input_shape=(28, 28, 1), weightings=[method, "equal"])
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"weighting": method})
+    model = hypermodel.build(hp)
+    for name, value in parameters.items():
+        hp.values[name] = value
+    x, y = two_task_batch(32)
+    history = hypermodel.fit(hp, model, x, y, epochs=1, batch_size=32, verbose=0)
+    used = hypermodel.trainer.weighting
+    assert isinstance(used, kind)
+    config = used.get_config()
+    if method == "dwa":
+        assert config["temperature"] == 3.5
+    if method == "cagrad":
+        assert config["c"] == 0.25
+    if method == "fixed":
+        assert config["weights"] == [2.0, 0.5]
+        np.testing.assert_allclose(history.history["weight_mnist"], [2.0])
+
+
+def test_siamese_searches_paper_003s_auxiliary_weighting():
+    hypermodel = tuning.hypermodel("siamese", weightings=["aux"])
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    hp.values["aux_loss_weight"] = 0.2
+    x, y = pair_batch(64)
+    history = hypermodel.fit(hp, model, x, y, epochs=1, batch_size=32, verbose=0)
+    assert history.history["weight_compare"] == [pytest.approx(0.8)]
+    assert history.history["weight_digit_a"] == [pytest.approx(0.1)]
+
+
+class _Recording(tuning.hypermodels.HardSharingHyperModel):
+    calls = []
+
+    def fit(self, hp, model, *args, **kwargs):
+        start = [w.numpy().copy() for w in model.weights]
+        history = super().fit(hp, model, *args, **kwargs)
+        self.calls.append((hp.values.get("tuner/trial_id"), kwargs.get("initial_epoch"), kwargs["epochs"],
+                           len(history.history["loss"]), start))
+        return history
+
+
+def test_hyperband_hands_over_initial_epoch_and_the_parent_trials_weights(tmp_path):
+    x, y = two_task_batch(64)
+    hypermodel = _Recording(tasks={"mnist": 10, "fashion_mnist": 10}, input_shape=(28, 28, 1),
+                            weightings=["equal", "uncertainty"])
+    search = keras_tuner.Hyperband(hypermodel, objective=tuning.objective("val_mean_loss"), max_epochs=3,
+                                   factor=3, hyperband_iterations=1, seed=1, directory=str(tmp_path),
+                                   project_name="hb")
+    search.search(x, y, validation_data=(x, y), batch_size=32, verbose=0)
+    resumed = [c for c in hypermodel.calls if c[0] is not None]
+    assert resumed, "Hyperband never continued a trial"
+    for parent, initial, epochs, trained, start in resumed:
+        assert initial > 0 and trained == epochs - initial
+        parent_model = search.load_model(search.oracle.get_trial(parent))
+        for got, want in zip(start, parent_model.weights):
+            np.testing.assert_array_equal(got, want.numpy())
+    keras.backend.clear_session()

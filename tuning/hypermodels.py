@@ -1,0 +1,201 @@
+"""keras-tuner HyperModels for the zoo's families, trained by the core `Trainer`.
+
+Every HyperModel's search space holds the family's architecture knobs (defaults equal to
+the builder's), the optimiser and its learning rate, and the loss-weighting method as a
+hyper-parameter, each method's own parameters conditional on it:
+
+| weighting | its hyper-parameters |
+|---|---|
+| `equal`, `uncertainty`, `pcgrad` | none |
+| `fixed` | `fixed_weight_<task>` per task, 0.1 to 10, log scale |
+| `dwa` | `dwa_temperature`, 0.5 to 10, log |
+| `gradnorm` | `gradnorm_alpha`, 0 to 3 |
+| `mgda` | `mgda_normalize` |
+| `cagrad` | `cagrad_c`, 0.1 to 0.9 |
+| `stairs_t1`, `lin_t1` | `schedule_t1`, 1 to the run's epochs |
+| `exp_sigma` | `schedule_sigma`, 1 to 100, log |
+| `lin` | none (its length is the run's epochs) |
+| `aux` (Siamese only) | `aux_loss_weight`, 0 to 1: paper 003's (1 - w) L_compare + w (L_a + L_b) / 2 |
+
+Schedules weigh the `main` tasks (indices, default the first) against the others.
+
+`fit` trains through `training.Trainer` (never Keras `fit`): keras-tuner's own callbacks
+(its trial checkpoint of the best epoch, its epoch reports) go through the Trainer's
+`CallbackList`, Hyperband's `epochs` and `initial_epoch` are honoured, and the History is
+returned. Every epoch logs each task's loss and metric, `loss`, and the means over tasks
+`mean_loss`, `mean_accuracy` (or `mean_mse`), with `val_` versions given validation data:
+any of them is an objective (`tuning.objective("val_mean_accuracy")`).
+"""
+
+import keras
+import keras_tuner
+
+import zoo
+from mtl_tf import weighting as weighting_lib
+from mtl_tf.names import unknown_name
+from mtl_tf.tasks import as_tasks
+
+WEIGHTINGS = ("equal", "fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "mgda", "cagrad",
+              "stairs_t1", "lin", "lin_t1", "exp_sigma")
+# What a search tries unless told otherwise: the methods that need no main task.
+DEFAULT_WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "mgda", "cagrad")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+class MultiTaskHyperModel(keras_tuner.HyperModel):
+    """The shared part of every family's HyperModel: optimiser, learning rate, weighting.
+
+    Args:
+        tasks: dict of task name -> outputs, or a list of `mtl_tf.tasks.Task`.
+        input_shape: tuple of int. One example's shape.
+        weightings: names of the weighting methods to search. Defaults to
+            `DEFAULT_WEIGHTINGS` (with one task: `("equal",)`).
+        main: list of int. The main tasks of the schedules. Defaults to `[0]`.
+        batch_size: int. Used when `fit` is not given one. Defaults to `128`.
+        seed: int. The Trainer's shuffling seed. Defaults to `0`.
+    """
+
+    family = None
+    extra_weightings = ()
+
+    def __init__(self, tasks, input_shape, weightings=None, main=(0,), batch_size=128, seed=0,
+                 name=None):
+        super().__init__(name=name or self.family)
+        self.tasks = as_tasks(tasks)
+        self.input_shape = tuple(input_shape)
+        known = WEIGHTINGS + tuple(self.extra_weightings)
+        if weightings is None:
+            weightings = DEFAULT_WEIGHTINGS + tuple(self.extra_weightings) if len(self.tasks) > 1 else ("equal",)
+        weightings = list(dict.fromkeys(weightings))
+        if not weightings:
+            raise ValueError("`weightings` must name at least one weighting method.")
+        for name in weightings:
+            if name not in known:
+                raise unknown_name("weighting method", "weightings", name, known)
+        self.weightings = weightings
+        self.main = list(main)
+        self.batch_size = batch_size
+        self.seed = seed
+
+    # === The search space ===================================================================
+    def build(self, hp):
+        hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
+        hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+        hp.Choice("weighting", self.weightings, default=self.weightings[0])
+        self._declare_weighting_parameters(hp)
+        return self.build_model(hp)
+
+    def build_model(self, hp):
+        """The family's model from its architecture hyper-parameters."""
+        raise NotImplementedError
+
+    def _declare_weighting_parameters(self, hp):
+        def when(method, declare):
+            if method in self.weightings:
+                with hp.conditional_scope("weighting", [method]):
+                    declare()
+
+        when("fixed", lambda: [hp.Float(f"fixed_weight_{t.name}", 0.1, 10.0, sampling="log", default=1.0)
+                               for t in self.tasks])
+        when("dwa", lambda: hp.Float("dwa_temperature", 0.5, 10.0, sampling="log", default=2.0))
+        when("gradnorm", lambda: hp.Float("gradnorm_alpha", 0.0, 3.0, default=1.5))
+        when("mgda", lambda: hp.Boolean("mgda_normalize", default=False))
+        when("cagrad", lambda: hp.Float("cagrad_c", 0.1, 0.9, default=0.5))
+        for method in ("stairs_t1", "lin_t1"):
+            when(method, lambda: hp.Int("schedule_t1", 1, 100, default=10))
+        when("exp_sigma", lambda: hp.Float("schedule_sigma", 1.0, 100.0, sampling="log", default=40.0))
+        when("aux", lambda: hp.Float("aux_loss_weight", 0.0, 1.0, default=0.5))
+
+    def weighting(self, hp, epochs):
+        """The weighting strategy the hyper-parameters `hp` name, for a run of `epochs`."""
+        values = hp.values
+        method = values["weighting"]
+        if method == "fixed":
+            return weighting_lib.get("fixed", weights=[values[f"fixed_weight_{t.name}"] for t in self.tasks])
+        if method == "aux":
+            from zoo.siamese import aux_weighting
+
+            return aux_weighting(values["aux_loss_weight"])
+        kwargs = {"dwa": {"temperature": values.get("dwa_temperature")},
+                  "gradnorm": {"alpha": values.get("gradnorm_alpha")},
+                  "mgda": {"normalize": values.get("mgda_normalize")},
+                  "cagrad": {"c": values.get("cagrad_c")},
+                  "stairs_t1": {"t1": min(values.get("schedule_t1", 1), epochs), "main": self.main},
+                  "lin_t1": {"t1": min(values.get("schedule_t1", 1), epochs), "main": self.main},
+                  "exp_sigma": {"sigma": values.get("schedule_sigma"), "main": self.main},
+                  "lin": {"epochs": epochs, "main": self.main}}.get(method, {})
+        return weighting_lib.get(method, **kwargs)
+
+    def optimizer(self, hp):
+        return keras.optimizers.get({"class_name": hp.values["optimizer"],
+                                     "config": {"learning_rate": hp.values["learning_rate"]}})
+
+    # === Training =============================================================================
+    def fit(self, hp, model, x=None, y=None, epochs=1, batch_size=None, validation_data=None,
+            callbacks=None, initial_epoch=None, verbose="auto", **kwargs):
+        """Trains `model` with the Trainer as `hp` says and returns the History."""
+        if kwargs:
+            raise ValueError(f"Unsupported arguments of `fit` for a multi-task HyperModel: "
+                             f"{sorted(kwargs)}. It takes x, y, epochs, batch_size, "
+                             f"validation_data, callbacks, initial_epoch, verbose.")
+        from training import Trainer
+
+        trainer = Trainer(model, tasks=list(self.tasks), weighting=self.weighting(hp, epochs),
+                          optimizer=self.optimizer(hp), seed=self.seed)
+        self.trainer = trainer  # the last trial's, for inspection
+        return trainer.fit(x, y, epochs=epochs, batch_size=batch_size or self.batch_size,
+                           validation_data=validation_data, callbacks=callbacks,
+                           initial_epoch=initial_epoch or None, verbose=verbose)
+
+
+class HardSharingHyperModel(MultiTaskHyperModel):
+    """`hard_sharing`: trunk kind, filters, the shared layer's width, dropout."""
+
+    family = "hard_sharing"
+
+    def build_model(self, hp):
+        kinds = ["conv", "dense"] if len(self.input_shape) >= 2 else ["dense"]
+        trunk = hp.Choice("trunk", kinds, default=kinds[0])
+        filters = None
+        if "conv" in kinds:  # (keras-tuner activates every declared condition once)
+            with hp.conditional_scope("trunk", ["conv"]):
+                filters = (hp.Choice("filters_1", [16, 32, 64], default=32),
+                           hp.Choice("filters_2", [32, 64, 128], default=64))
+        units = hp.Choice("units", [64, 128, 256], default=128)
+        dropout = hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.0)
+        return zoo.build("hard_sharing", tasks=list(self.tasks), input_shape=self.input_shape,
+                         trunk=trunk, filters=filters if trunk == "conv" else None, units=(units,),
+                         dropout=dropout)
+
+
+class AllConvHyperModel(MultiTaskHyperModel):
+    """`allconv` with one head per task (paper 000's net): widths, depth, batch norm,
+    dropout. (The joint-output form is trained on joint labels, outside this space.)"""
+
+    family = "allconv"
+
+    def build_model(self, hp):
+        first = hp.Choice("filters_1", [16, 32, 48], default=32)
+        second = hp.Choice("filters_2", [32, 64, 96], default=64)
+        return zoo.build("allconv", tasks=list(self.tasks), input_shape=self.input_shape, form="heads",
+                         filters=(first, second), depth=hp.Choice("depth", [2, 3], default=2),
+                         batch_norm=hp.Boolean("batch_norm", default=True),
+                         dropout=hp.Float("dropout", 0.0, 0.5, step=0.1, default=0.0))
+
+
+class SiameseHyperModel(MultiTaskHyperModel):
+    """`siamese` (paper 003): the pipe and weight sharing; paper 003's auxiliary-loss
+    weighting `aux` joins the searched methods. Its tasks are always `compare`,
+    `digit_a` and `digit_b`."""
+
+    family = "siamese"
+    extra_weightings = ("aux",)
+
+    def __init__(self, tasks=None, input_shape=(2, 14, 14), **kwargs):
+        super().__init__(tasks or {"compare": 2, "digit_a": 10, "digit_b": 10}, input_shape, **kwargs)
+
+    def build_model(self, hp):
+        return zoo.build("siamese", tasks={t.name: t.num_outputs for t in self.tasks},
+                         input_shape=self.input_shape,
+                         pipe=hp.Choice("pipe", ["shallow", "deep", "conv"], default="conv"),
+                         weight_sharing=hp.Boolean("weight_sharing", default=True))

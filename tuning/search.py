@@ -1,0 +1,276 @@
+"""`mtl-tf tune`: a keras-tuner search over one family, on one machine or several.
+
+The search lives in `DIRECTORY/PROJECT` (keras-tuner's own files, plus `search.json`, the
+settings it was started with): the same command run again reloads it and goes on, and a
+different search space there is refused. At the end it writes `summary.md`, `summary.csv`
+(the trials sorted by the objective) and `objective.png`, and exports the best model.
+
+With `workers=K` it starts a keras-tuner chief (the oracle) and K workers as processes
+of this machine, through keras-tuner's own environment variables (`KERASTUNER_TUNER_ID`,
+`KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`); a worker that dies is started again
+under the same id, and keras-tuner hands it back its unfinished trial.
+"""
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mtl_tf.data.paths import atomic_write_bytes
+from mtl_tf.names import unknown_name
+
+TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization", "hyperband": "Hyperband"}
+IMAGE_FAMILIES = ("hard_sharing", "allconv")
+SETTINGS_FILE = "search.json"
+RESTARTS = 3  # per worker
+
+
+def _check(family, tuner, objective, weightings, tasks):
+    import tuning
+
+    if family not in tuning.HYPERMODELS:
+        raise unknown_name("family", "FAMILY", family, tuning.HYPERMODELS)
+    if tuner not in TUNERS:
+        raise unknown_name("tuner", "--tuner", tuner, TUNERS)
+    import keras_tuner
+
+    from training import Trainer
+
+    hypermodel = _hypermodel(family, tasks, weightings)
+    default = hypermodel.build(keras_tuner.HyperParameters())
+    names = Trainer(default, tasks=list(hypermodel.tasks)).metric_names()
+    for name in objective:
+        if name not in names:
+            raise unknown_name("objective", "--objective", name, names)
+    return hypermodel
+
+
+def _hypermodel(family, tasks, weightings):
+    import tuning
+
+    if family == "siamese":
+        return tuning.hypermodel("siamese", weightings=weightings)
+    return tuning.hypermodel(family, tasks={t: 10 for t in tasks}, input_shape=(28, 28, 1),
+                             weightings=weightings)
+
+
+def _data(family, tasks, limit, seed):
+    """(x, y, x_val, y_val): a tenth of the (shuffled) training data held out."""
+    if family == "siamese":
+        from mtl_tf.data import load_numpy
+
+        x, y = load_numpy("mnist_pairs", "train", n=limit or 1000, seed=seed)
+    else:
+        from training.run import pooled_arrays
+
+        x, y = pooled_arrays(tasks, "train", limit, seed)
+    held = max(len(x) // 10, 1)
+    return x[:-held], {t: v[:-held] for t, v in y.items()}, x[-held:], {t: v[-held:] for t, v in y.items()}
+
+
+def _tuner(kind, hypermodel, objective, max_trials, epochs, folder, seed):
+    import keras_tuner
+
+    import tuning
+
+    base = getattr(keras_tuner, TUNERS[kind])
+
+    class Timed(base):
+        """Records each trial's wall time beside its keras-tuner files."""
+
+        def run_trial(self, trial, *args, **kwargs):
+            start = time.time()
+            result = super().run_trial(trial, *args, **kwargs)
+            atomic_write_bytes(Path(self.get_trial_dir(trial.trial_id)) / "seconds.json",
+                               json.dumps(round(time.time() - start, 1)).encode())
+            return result
+
+    budget = {"max_epochs": epochs, "factor": 3} if kind == "hyperband" else {"max_trials": max_trials}
+    return Timed(hypermodel, objective=tuning.objective(objective if len(objective) > 1 else objective[0]),
+                 directory=str(folder.parent), project_name=folder.name, seed=seed, overwrite=False,
+                 max_consecutive_failed_trials=max(3, max_trials), **budget)
+
+
+def tune(family, tasks, directory, project, tuner="random", max_trials=10, epochs=3,
+         objective="val_mean_accuracy", weightings=None, limit=None, batch_size=128, seed=0,
+         export=None, workers=0, role=None, log=print):
+    """Runs (or continues) the search and returns the summary rows, best first."""
+    objective = [objective] if isinstance(objective, str) else list(objective)
+    if family == "siamese":
+        tasks = ["compare", "digit_a", "digit_b"]
+    hypermodel = _check(family, tuner, objective, weightings, tasks)
+    folder = Path(directory) / project
+    settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,
+                "epochs": epochs, "objective": objective, "weightings": hypermodel.weightings,
+                "limit": limit, "batch_size": batch_size, "seed": seed}
+    _guard(folder, settings, write=role in (None, "chief"))
+    if workers and role is None:
+        _run_distributed(workers, log)
+    else:
+        x, y, x_val, y_val = _data(family, tasks, limit, seed)
+        search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)
+        log(f"search {folder}: {family} on {', '.join(tasks)}, {tuner}, objective {', '.join(objective)}"
+            + (f" ({role})" if role else ""))
+        # A progress bar on a terminal, one line per epoch in a log (and for workers).
+        verbose = 1 if sys.stdout.isatty() and role is None else 2
+        search.search(x, y, validation_data=(x_val, y_val), epochs=epochs, batch_size=batch_size,
+                      verbose=verbose)
+        if role is not None:
+            return []
+    search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)
+    rows = summarise(search, folder, objective)
+    log(_table(rows))
+    log(f"summary: {folder / 'summary.md'}, {folder / 'summary.csv'}, {folder / 'objective.png'}")
+    if export and rows:
+        import mtl_tf.export
+
+        best = search.get_best_models(1)[0]
+        value_range = (0.0, 255.0) if family == "siamese" else (0.0, 1.0)
+        log(f"best model (trial {rows[0]['trial']}) exported: "
+            f"{mtl_tf.export.save(best, export, overwrite=True, value_range=value_range)}")
+    return rows
+
+
+def _guard(folder, settings, write):
+    path = folder / SETTINGS_FILE
+    if path.is_file():
+        there = json.loads(path.read_text())
+        changed = {k: (there.get(k), v) for k, v in settings.items() if there.get(k) != v}
+        if changed:
+            raise ValueError(f"{str(folder)!r} holds a search with another search space or settings "
+                             f"(there, asked): {changed}. Use another --project or --directory.")
+    elif write:
+        atomic_write_bytes(path, json.dumps(settings, indent=2).encode())
+
+
+def summarise(search, folder, objective):
+    """The trials sorted best first, written as `summary.md`, `summary.csv`, `objective.png`."""
+    direction = search.oracle.objective.direction if len(objective) == 1 else "min"
+    rows = []
+    for trial_id, trial in sorted(search.oracle.trials.items()):
+        seconds = Path(search.get_trial_dir(trial_id)) / "seconds.json"
+        rows.append({"trial": trial_id, "status": trial.status, "score": trial.score,
+                     "seconds": json.loads(seconds.read_text()) if seconds.is_file() else None,
+                     "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
+                                         if not k.startswith("tuner/")}})
+    order = [r for r in rows if r["score"] is not None]
+    order.sort(key=lambda r: r["score"], reverse=direction == "max")
+    rows = order + [r for r in rows if r["score"] is None]
+    atomic_write_bytes(folder / "summary.md", (_table(rows, objective) + "\n").encode())
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["trial", "status", "objective", "seconds", "hyperparameters"])
+    for r in rows:
+        writer.writerow([r["trial"], r["status"], r["score"], r["seconds"], json.dumps(r["hyperparameters"])])
+    atomic_write_bytes(folder / "summary.csv", text.getvalue().encode())
+    _plot(rows, folder / "objective.png", objective)
+    return rows
+
+
+def _format(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(rows, objective=("objective",)):
+    lines = [f"| trial id | {' + '.join(objective)} | status | seconds | hyper-parameters |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        hps = ", ".join(f"{k}={_format(v)}" for k, v in r["hyperparameters"].items())
+        lines.append(f"| {r['trial']} | {_format(r['score']) if r['score'] is not None else '-'} | "
+                     f"{r['status']} | {r['seconds'] if r['seconds'] is not None else '-'} | {hps} |")
+    return "\n".join(lines)
+
+
+def _plot(rows, path, objective):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtl_tf.data.paths import atomic_path
+
+    done = sorted((r for r in rows if r["score"] is not None), key=lambda r: r["trial"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colours = {}
+    for i, r in enumerate(done):
+        method = r["hyperparameters"].get("weighting", "-")
+        colours.setdefault(method, f"C{len(colours) % 10}")
+        ax.scatter(i, r["score"], color=colours[method], label=method if method not in ax.get_legend_handles_labels()[1] else None)
+    ax.set_xlabel("trial (in the order run)")
+    ax.set_ylabel(" + ".join(objective))
+    ax.set_title("Objective per trial, coloured by weighting method")
+    if done:
+        ax.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def free_ports(count):
+    """`count` free TCP ports on the loopback interface."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _run_distributed(workers, log):
+    """Starts the chief and `workers` workers (this command again, with `--role`), waits
+    for them, restarts a worker that dies under its own id; Ctrl-C stops them all."""
+    (port,) = free_ports(1)
+    argv = list(sys.argv[1:])
+    i = argv.index("--workers") if "--workers" in argv else None
+    if i is not None:
+        del argv[i:i + 2]
+    command = [sys.executable, "-m", "training.cli", *argv]
+    env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
+
+    def start(role, tuner_id):
+        return subprocess.Popen([*command, "--role", role], env={**env, "KERASTUNER_TUNER_ID": tuner_id})
+
+    chief = start("chief", "chief")
+    time.sleep(2)  # the oracle's server first
+    running = {f"tuner{k}": start("worker", f"tuner{k}") for k in range(workers)}
+    restarts = dict.fromkeys(running, 0)
+    log(f"chief and {workers} workers started on 127.0.0.1:{port}")
+    try:
+        while running:
+            for tuner_id, process in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                if code == 0:
+                    del running[tuner_id]
+                elif restarts[tuner_id] < RESTARTS and chief.poll() is None:
+                    restarts[tuner_id] += 1
+                    log(f"worker {tuner_id} ended with code {code}: started again "
+                        f"({restarts[tuner_id]}/{RESTARTS}), it resumes its trial")
+                    running[tuner_id] = start("worker", tuner_id)
+                else:
+                    raise RuntimeError(f"Worker {tuner_id} failed {restarts[tuner_id] + 1} times "
+                                       f"(last code {code}); the search stopped.")
+            time.sleep(0.5)
+        chief.wait(timeout=120)
+    finally:
+        for process in [chief, *running.values()]:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in [chief, *running.values()]:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    if chief.returncode not in (0, None, -signal.SIGINT):
+        raise RuntimeError(f"The tuning chief ended with code {chief.returncode}.")
+
