@@ -1,0 +1,126 @@
+"""`mtl-tf tune` end to end: resumable after a kill, guarded, summarised, exported; a
+chief and workers on loopback that survive a killed worker and leave nothing behind."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _command(directory, *extra, trials=2):
+    return [sys.executable, "-m", "training.cli", "tune", "hard_sharing", "--tasks", "mnist,letters",
+            "--max-trials", str(trials), "--epochs", "1", "--limit", "300", "--batch-size", "64",
+            "--weightings", "equal,uncertainty,pcgrad", "--directory", str(directory), *extra]
+
+
+def _trials(folder):
+    return {p.name: json.loads((p / "trial.json").read_text())
+            for p in sorted(folder.glob("trial_*")) if (p / "trial.json").is_file()}
+
+
+def _wait_for(condition, timeout=300, process=None):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        assert process is None or process.poll() is None, "the process ended first"
+        time.sleep(0.1)
+
+
+def test_a_search_killed_after_its_first_trial_continues_and_keeps_it(tmp_path):
+    folder = tmp_path / "hard_sharing"
+    first = subprocess.Popen(_command(tmp_path, trials=3), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    _wait_for(lambda: (folder / "trial_0" / "seconds.json").is_file(), process=first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    kept = _trials(folder)["trial_0"]
+    assert kept["status"] == "COMPLETED"
+    result = subprocess.run(_command(tmp_path, "--export", str(tmp_path / "best"), trials=3), cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = _trials(folder)
+    assert len(trials) == 3 and all(t["status"] == "COMPLETED" for t in trials.values())
+    assert trials["trial_0"] == kept  # not run again
+    assert "Running Trial #1\n" not in result.stdout
+    summary = (folder / "summary.md").read_text().splitlines()
+    assert summary[0].startswith("| trial id | val_mean_accuracy |") and len(summary) == 2 + 3
+    scores = [float(line.split("|")[2]) for line in summary[2:]]
+    assert scores == sorted(scores, reverse=True)
+    assert (folder / "objective.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "best" / "saved_model.pb").is_file()
+
+    # Another search space in the same folder is refused, naming what differs.
+    clash = subprocess.run(_command(tmp_path, "--objective", "val_mean_loss", trials=3), cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert clash.returncode == 1 and "another search space" in clash.stderr and "objective" in clash.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tune", "hard_shraing"], "Did you mean 'hard_sharing'"),
+    (["tune", "hard_sharing", "--weightings", "equal,pcgard"], "Did you mean 'pcgrad'"),
+    (["tune", "hard_sharing", "--objective", "val_mean_acuracy"], "Did you mean 'val_mean_accuracy'"),
+    (["tune", "hard_sharing", "--tuner", "grid"], "tuner='grid'"),
+])
+def test_bad_names_are_refused_before_any_trial(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "training.cli", *args, "--directory", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+
+
+def _children(pid):
+    """Every live process whose parent is `pid`, with its command line."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_chief_and_two_workers_finish_despite_a_killed_worker_and_leave_nothing(tmp_path):
+    folder = tmp_path / "hard_sharing"
+    log = tmp_path / "log.txt"
+    with open(log, "w") as out:
+        parent = subprocess.Popen(_command(tmp_path, "--workers", "2", trials=4), cwd=ROOT,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    seen = {}
+
+    def look():
+        seen.update(_children(parent.pid))
+        return seen
+
+    _wait_for(lambda: sum("--role worker" in c for c in look().values()) >= 2, process=parent)
+    # Mid-trial: once a trial has started (its folder exists) and before the search ends.
+    _wait_for(lambda: look() and any(folder.glob("trial_*")), process=parent)
+    victim = next(pid for pid, command in seen.items() if "--role worker" in command)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.time() + 900
+    while parent.poll() is None and time.time() < deadline:
+        look()
+        time.sleep(0.2)
+    text = log.read_text()
+    assert parent.returncode == 0, text[-3000:]
+    assert "started again" in text
+    trials = _trials(folder)
+    assert len(trials) == 4 and all(t["status"] == "COMPLETED" for t in trials.values()), trials
+    assert (folder / "summary.csv").is_file()
+    assert sum("--role chief" in c for c in seen.values()) == 1 and len(seen) >= 4  # chief, 2 + 1 workers
+    assert not [pid for pid in seen if _alive(pid)]
