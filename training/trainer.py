@@ -210,12 +210,12 @@ class Trainer:
             rep_grads = tf.stack(rep_and_heads[: len(self.tasks)])
             head_grads = rep_and_heads[len(self.tasks):]
             if mode == "representation":
-                combined, weights = self.weighting.combine(
+                combined, weights = self._combine_examples(
                     tf.reshape(rep_grads, [len(self.tasks), -1]), losses)
                 shared_grads = tape.gradient(z, shared, output_gradients=tf.reshape(combined, tf.shape(z)))
             else:
                 per_task = shared_gradients(tape, z, shared, rep_grads)
-                combined, weights = self.weighting.combine(
+                combined, weights = self._combine_parameters(
                     tf.stack([flatten(g) for g in per_task]), losses)
                 shared_grads = unflatten(combined, shared)
             if self.weighting.weights_heads:
@@ -231,6 +231,28 @@ class Trainer:
         stats = self._stats(y, outputs, sums, counts)
         stats["weights"] = tf.cast(weights, tf.float32) / replicas
         return stats
+
+    # Under several replicas the combination is the one-device one (a two-worker run
+    # matches one process), not a combination of each replica's own gradients.
+    def _combine_examples(self, grads, losses):
+        """Per-task gradients at the representation of this replica's examples (T x D):
+        the replicas' Gram matrices add up to the global batch's, and every strategy
+        needs the gradients only through it, so one T x T all-reduce makes it exact."""
+        gram = tf.matmul(grads, grads, transpose_b=True)
+        if self.distribution.num_replicas_in_sync > 1:
+            gram = tf.distribute.get_replica_context().all_reduce("SUM", gram)
+        coefficients, weights = self.weighting.coefficients(gram, losses)
+        return tf.linalg.matvec(grads, coefficients, transpose_a=True), weights
+
+    def _combine_parameters(self, grads, losses):
+        """Per-task gradients of the shared weights (T x P): each replica holds its share
+        of each, so they are summed first, combined, and each replica applies its part
+        (the optimizer sums the replicas' gradients)."""
+        replicas = self.distribution.num_replicas_in_sync
+        if replicas > 1:
+            grads = tf.distribute.get_replica_context().all_reduce("SUM", grads)
+        combined, weights = self.weighting.combine(grads, losses)
+        return combined / replicas, weights
 
     def _parameter_level(self, tape, task_losses, losses):
         """A gradient-level step for a model without `trunk` and `head_<task>` parts
@@ -248,7 +270,7 @@ class Trainer:
         shared_vars = [variables[j] for j in shared]
         stacked = tf.stack([flatten([tf.zeros_like(variables[j]) if g[j] is None else g[j]
                                      for j in shared]) for g in per_task])
-        combined, weights = self.weighting.combine(stacked, losses)
+        combined, weights = self._combine_parameters(stacked, losses)
         grads = dict(zip(shared, unflatten(combined, shared_vars)))
         for j in range(len(variables)):
             owners = [t for t in range(len(per_task)) if reached[j][t]]

@@ -109,9 +109,17 @@ class Weighting(tf.Module):
         return tf.reduce_sum(self.loss_weights(losses) * losses)
 
     # --- gradient-level ------------------------------------------------------------------
+    def coefficients(self, gram, losses):
+        """gram: the T x T Gram matrix of the per-task gradients. Returns (c, weights),
+        each T: the combined gradient is sum_t c_t g_t. Every gradient-level strategy
+        here needs the gradients only through their inner products, which is what makes
+        it exact under several replicas: their Gram matrices add up."""
+        raise NotImplementedError(f"{type(self).__name__} is a loss-level strategy.")
+
     def combine(self, grads, losses):
         """grads: T x D per-task gradients. Returns (shared gradient D, weights T)."""
-        raise NotImplementedError(f"{type(self).__name__} is a loss-level strategy.")
+        coefficients, weights = self.coefficients(tf.matmul(grads, grads, transpose_b=True), losses)
+        return tf.linalg.matvec(grads, coefficients, transpose_a=True), weights
 
     # --- hooks ---------------------------------------------------------------------------
     def observe(self, losses):

@@ -25,9 +25,8 @@ class CAGrad(GradientLevel):
         self.c = float(check_number("c", c, low=0))
         self.iterations = check_number("iterations", iterations, low=1, integer=True)
 
-    def combine(self, grads, losses):
+    def coefficients(self, gram, losses):
         t = self.num_tasks
-        gram = tf.matmul(grads, grads, transpose_b=True)
         scale = tf.sqrt(tf.reduce_mean(tf.linalg.diag_part(gram)) + 1e-12)
         gram_n = gram / scale**2  # well-conditioned steps whatever the gradients' size
         b = tf.reduce_mean(gram_n, axis=1)  # G g0
@@ -48,9 +47,10 @@ class CAGrad(GradientLevel):
 
         _, w = tf.while_loop(lambda i, w: i < self.iterations, body, (0, tf.fill([t], 1.0 / t)))
         w = tf.stop_gradient(w)
-        g0 = tf.reduce_mean(grads, axis=0)
-        gw = tf.linalg.matvec(grads, w, transpose_a=True)
-        direction = g0 + self.c * tf.norm(g0) * tf.math.divide_no_nan(gw, tf.norm(gw))
+        # g0 + c ||g0|| G^T w / ||G^T w||, with both norms read off the Gram matrix.
+        g0 = tf.sqrt(tf.maximum(tf.reduce_mean(gram), 0.0))
+        gw = tf.sqrt(tf.maximum(tf.tensordot(w, tf.linalg.matvec(gram, w), 1), 0.0))
+        direction = tf.fill([t], 1.0 / t) + self.c * tf.math.divide_no_nan(g0, gw) * w
         return t * direction / (1.0 + self.c**2), w
 
     def get_config(self):

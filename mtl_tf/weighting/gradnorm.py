@@ -36,12 +36,11 @@ class GradNorm(Weighting):
     def loss_weights(self, losses):
         return tf.identity(self.weights)
 
-    def combine(self, grads, losses):
+    def coefficients(self, gram, losses):
         losses = tf.stop_gradient(losses)
         self.initial_losses.assign(tf.where(self.initial_losses > 0, self.initial_losses, losses))
         weights = tf.identity(self.weights)
-        combined = tf.linalg.matvec(grads, weights, transpose_a=True)
-        norms = tf.norm(grads, axis=1)
+        norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
         ratio = tf.math.divide_no_nan(losses, self.initial_losses)
         inverse_rate = tf.math.divide_no_nan(ratio, tf.reduce_mean(ratio))
         target = tf.reduce_mean(weights * norms) * inverse_rate ** self.alpha
@@ -49,7 +48,7 @@ class GradNorm(Weighting):
         step = tf.sign(weights * norms - target) * norms
         updated = tf.maximum(weights - self.learning_rate * step, 1e-3)
         self.weights.assign(updated * self.num_tasks / tf.reduce_sum(updated))
-        return combined, weights
+        return weights, weights
 
     def get_config(self):
         return {"alpha": self.alpha, "learning_rate": self.learning_rate}

@@ -50,12 +50,13 @@ class MGDA(GradientLevel):
             raise ValueError(f"`normalize` must be True or False. Received: normalize={normalize!r}")
         self.normalize = normalize
 
-    def combine(self, grads, losses):
-        solved = grads
+    def coefficients(self, gram, losses):
+        solved = gram
         if self.normalize:
-            solved = tf.math.divide_no_nan(grads, tf.norm(grads, axis=1, keepdims=True))
-        weights = min_norm_weights(tf.matmul(solved, solved, transpose_b=True))
-        return self.num_tasks * tf.linalg.matvec(grads, weights, transpose_a=True), weights
+            norms = tf.sqrt(tf.linalg.diag_part(gram))
+            solved = tf.math.divide_no_nan(gram, norms[:, None] * norms[None, :])
+        weights = min_norm_weights(solved)
+        return self.num_tasks * weights, weights
 
     def get_config(self):
         return {**super().get_config(), "normalize": self.normalize}

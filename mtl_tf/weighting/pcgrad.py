@@ -33,24 +33,26 @@ class PCGrad(GradientLevel):
         self.step = state_variable(0, dtype=tf.int64, name="step")
         return self
 
-    def combine(self, grads, losses):
+    def coefficients(self, gram, losses):
+        # Each projected gradient is kept as its coefficients over the original ones, so
+        # g_i . g_j is read off the Gram matrix.
         t = self.num_tasks
         self.step.assign_add(1)
         keys = tf.random.stateless_uniform([t, t], seed=tf.stack([tf.cast(self.seed, tf.int64),
                                                                   self.step]))
         order = tf.argsort(keys, axis=1)
-        projected = []
+        eye = tf.eye(t)
+        total = tf.zeros([t])
         for i in range(t):
-            g = grads[i]
+            c = eye[i]
             for k in range(t):
                 j = order[i, k]
-                other = tf.gather(grads, j)
-                dot = tf.tensordot(g, other, 1)
+                dot = tf.tensordot(c, tf.gather(gram, j), 1)
                 conflict = tf.logical_and(tf.not_equal(j, i), dot < 0)
-                scale = tf.math.divide_no_nan(dot, tf.tensordot(other, other, 1))
-                g = tf.where(conflict, g - scale * other, g)
-            projected.append(g)
-        return tf.add_n(projected), tf.ones([t])
+                scale = tf.math.divide_no_nan(dot, tf.gather_nd(gram, tf.stack([j, j])[None])[0])
+                c = tf.where(conflict, c - scale * tf.one_hot(j, t), c)
+            total += c
+        return total, tf.ones([t])
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

@@ -1,13 +1,14 @@
-"""One PCGrad step under MirroredStrategy on two logical CPUs, SGD with rate 1 (the
-mirrored gradient-level test compares it with a reference computed in its own process).
+"""One gradient-level step under MirroredStrategy on two logical CPUs, SGD with rate 1
+(the mirrored gradient-level test compares it with one device).
 
-    python -m tests.training.mirrored_step_script OUT.npz
+    python -m tests.training.mirrored_step_script OUT.npz WEIGHTING_JSON
 """
 
+import json
 import sys
 
 
-def main(out):
+def main(out, weighting):
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -21,7 +22,7 @@ def main(out):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = _model()
-        trainer = Trainer(model, weighting="pcgrad", optimizer=keras.optimizers.SGD(1.0),
+        trainer = Trainer(model, weighting=json.loads(weighting), optimizer=keras.optimizers.SGD(1.0),
                           distribution=strategy)
     initial = [v.numpy() for v in model.trainable_variables]
     x, y = _data()

@@ -175,45 +175,42 @@ def test_binary_and_regression_tasks_train_with_their_masks():
         assert after[f"{task}_loss"] < before[f"{task}_loss"], (task, before, after)
 
 
-def test_a_gradient_level_strategy_under_mirrored_strategy_combines_each_replicas_gradients(tmp_path):
-    """Two replicas: each combines the per-task gradients of its half of the batch (of the
-    global per-task mean losses), and the optimizer sums the two; the heads get the global
-    gradient. The reference does exactly that with NumPy's PCGrad."""
+@pytest.mark.parametrize("mode", ["representation", "parameters"])
+def test_a_gradient_level_step_under_mirrored_strategy_equals_one_device(tmp_path, mode):
+    """Two replicas, each with half the batch: the PCGrad step equals the one-device step
+    (the Gram matrix, or the per-task gradients, are all-reduced), and differs from
+    combining each replica's own gradients, which the test computes too: on this batch
+    the second half's task gradients conflict where the whole batch's do not."""
+    import json
     import subprocess
     import sys
     from pathlib import Path
 
+    weighting = {"class_name": "pcgrad", "config": {"mode": mode}}
     out = tmp_path / "mirrored.npz"
-    result = subprocess.run([sys.executable, "-m", "tests.training.mirrored_step_script", str(out)],
-                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "-m", "tests.training.mirrored_step_script", str(out),
+                             json.dumps(weighting)], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = np.load(out)
-    model = _model()
-    for i, v in enumerate(model.trainable_variables):
-        v.assign(saved[f"initial{i}"])
     x, y = _data()
-    trunk, heads = model.get_layer("trunk"), [model.get_layer("head_a"), model.get_layer("head_b")]
-    counts = [np.sum(y["a"] >= 0), np.sum(y["b"] >= 0)]
+    one_device, _ = _trainer_update(_model(), weighting, x, y)
+    model = _model()
+    mirrored = [saved[f"initial{i}"] - saved[f"final{i}"] for i in range(len(model.trainable_variables))]
+    for v, got, want in zip(model.trainable_variables, mirrored, one_device):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6, err_msg=v.path)
 
-    def global_share(labels, logits, count):  # this half's share of the global mean loss
-        labels = np.asarray(labels)
-        picked = tf.gather(tf.nn.log_softmax(logits), np.maximum(labels, 0), batch_dims=1)
-        return -tf.reduce_sum(picked * tf.constant(labels >= 0, tf.float32)) / count
-
-    want = {id(v): np.zeros(v.shape) for v in model.trainable_variables}
-    for half in (slice(0, N // 2), slice(N // 2, N)):
-        with tf.GradientTape(persistent=True) as tape:
-            z = trunk(x[half], training=True)
-            losses = [global_share(y[t][half], head(z), c) for t, head, c in zip("ab", heads, counts)]
-        g = np.stack([tape.gradient(loss, z).numpy().ravel() for loss in losses]).astype(np.float64)
-        d = _pcgrad(g).reshape(z.shape).astype(np.float32)
-        for v, grad in zip(trunk.trainable_variables, tape.gradient(z, trunk.trainable_variables,
-                                                                     output_gradients=tf.constant(d))):
-            want[id(v)] += grad.numpy()
-        for head, loss in zip(heads, losses):
-            for v, grad in zip(head.trainable_variables, tape.gradient(loss, head.trainable_variables)):
-                want[id(v)] += grad.numpy()
-    for i, v in enumerate(model.trainable_variables):
-        np.testing.assert_allclose(saved[f"initial{i}"] - saved[f"final{i}"], want[id(v)],
-                                   rtol=2e-4, atol=2e-6, err_msg=v.path)
+    if mode == "representation":  # what a per-replica combination would have given
+        trunk, heads = model.get_layer("trunk"), [model.get_layer("head_a"), model.get_layer("head_b")]
+        counts = [np.sum(y["a"] >= 0), np.sum(y["b"] >= 0)]
+        local = [np.zeros(v.shape) for v in trunk.trainable_variables]
+        for half in (slice(0, N // 2), slice(N // 2, N)):
+            with tf.GradientTape(persistent=True) as tape:
+                z = trunk(x[half], training=True)
+                losses = [_xent(y[t][half], head(z)) * np.sum(y[t][half] >= 0) / c
+                          for t, head, c in zip("ab", heads, counts)]
+            g = np.stack([tape.gradient(loss, z).numpy().ravel() for loss in losses]).astype(np.float64)
+            d = _pcgrad(g).reshape(z.shape).astype(np.float32)
+            for k, grad in enumerate(tape.gradient(z, trunk.trainable_variables, output_gradients=tf.constant(d))):
+                local[k] += grad.numpy()
+        assert max(np.abs(a - b).max() for a, b in zip(local, mirrored)) > 1e-4
