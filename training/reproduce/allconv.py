@@ -335,6 +335,11 @@ def render_report(results, records):
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings.",
         "",
     ]
+    restored = [name for name, record in records.items() if record.get("note")]
+    if restored:
+        lines += [f"Records restored by hand from an earlier published report (their per-epoch "
+                  f"histories and weights stayed on the machine that trained them): "
+                  f"{', '.join(restored)}. Their values are copied unchanged.", ""]
     missing = [name for name, *_ in settings() if name not in records]
     if missing:
         lines += [f"**Partial: not yet trained: {', '.join(missing)}.**", ""]
