@@ -67,6 +67,14 @@ def _parse_kwargs(pairs):
 def _train(args):
     from training import run
 
+    if args.workers:
+        from training.distributed import run_training_cluster
+
+        argv = list(sys.argv[1:])
+        i = argv.index("--workers")
+        run_training_cluster([sys.executable, "-m", "training.cli", *argv[:i], *argv[i + 2:]],
+                             args.workers, log=lambda m: print(m, flush=True))
+        return
     _, _, test = run.train(
         args.model, args.tasks.split(","), args.run_dir, weighting=args.weighting,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
@@ -164,6 +172,8 @@ def build_parser():
     train.add_argument("--limit", type=int, default=None, help="training examples per task")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--run-dir", required=True, help="checkpoints and logs; resumed if present")
+    train.add_argument("--workers", type=int, default=0,
+                       help="train as this many local processes under MultiWorkerMirroredStrategy")
     train.set_defaults(run=_train)
 
     export = commands.add_parser("export", help="export a run's model as a SavedModel")

@@ -4,6 +4,7 @@ A run directory holds `config.json` (enough to rebuild the model), `checkpoints/
 `history.csv` and `tensorboard/`; `mtl-tf train` with the same run directory resumes.
 """
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -51,8 +52,11 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         if changed:
             raise ValueError(f"`run_dir` {str(run_dir)!r} holds a run with other settings "
                              f"(old, new): {changed}. Use a new run directory.")
+    distribution = _cluster_strategy()
+    chief = distribution is None or distribution.cluster_resolver.task_id == 0
     keras.utils.set_random_seed(seed)
-    model = build_model(config)
+    with distribution.scope() if distribution else contextlib.nullcontext():
+        model = build_model(config)
     x, y = pooled_arrays(task_names, "train", limit, seed)
     # Hold out a tenth of the (shuffled) pooled training set for validation; the test
     # split is only evaluated once, at the end.
@@ -60,17 +64,34 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     x, x_val = x[:-held], x[-held:]
     y, y_val = {t: v[:-held] for t, v in y.items()}, {t: v[-held:] for t, v in y.items()}
     x_test, y_test = pooled_arrays(task_names, "test")
-    trainer = Trainer(model, weighting={"class_name": weighting, "config": config["weighting_kwargs"]},
-                      optimizer=keras.optimizers.Adam(learning_rate), run_dir=run_dir, seed=seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config, indent=2))
+    with distribution.scope() if distribution else contextlib.nullcontext():
+        trainer = Trainer(model, weighting={"class_name": weighting, "config": config["weighting_kwargs"]},
+                          optimizer=keras.optimizers.Adam(learning_rate), run_dir=run_dir, seed=seed,
+                          distribution=distribution)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(config, indent=2))
     start = time.time()
     history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
                           validation_data=(x_val, y_val), verbose=verbose)
     test = trainer.evaluate((x_test, y_test))
-    (run_dir / "test_metrics.json").write_text(json.dumps(
-        {**test, "train_seconds": time.time() - start}, indent=2))
+    if chief:
+        (run_dir / "test_metrics.json").write_text(json.dumps(
+            {**test, "train_seconds": time.time() - start}, indent=2))
     return trainer, history, test
+
+
+def _cluster_strategy():
+    """MultiWorkerMirroredStrategy when this process is a worker of a `TF_CONFIG`
+    cluster (`mtl-tf train --workers K` starts them), else None."""
+    import os
+
+    if "TF_CONFIG" not in os.environ:
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
 
 
 def build_model(config):

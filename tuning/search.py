@@ -16,7 +16,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from mtl_tf.data.paths import atomic_write_bytes
 from mtl_tf.names import unknown_name
+from training.distributed import free_ports, stop
 
 TUNERS = {"random": "RandomSearch", "bayesian": "BayesianOptimization", "hyperband": "Hyperband"}
 IMAGE_FAMILIES = ("hard_sharing", "allconv")
@@ -212,18 +212,6 @@ def _plot(rows, path, objective):
     plt.close(fig)
 
 
-def free_ports(count):
-    """`count` free TCP ports on the loopback interface."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _run_distributed(workers, log):
     """Starts the chief and `workers` workers (this command again, with `--role`), waits
     for them, restarts a worker that dies under its own id; Ctrl-C stops them all."""
@@ -262,15 +250,7 @@ def _run_distributed(workers, log):
             time.sleep(0.5)
         chief.wait(timeout=120)
     finally:
-        for process in [chief, *running.values()]:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in [chief, *running.values()]:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop([chief, *running.values()])
     if chief.returncode not in (0, None, -signal.SIGINT):
         raise RuntimeError(f"The tuning chief ended with code {chief.returncode}.")
 

@@ -145,3 +145,20 @@ def test_predict_refuses_what_it_cannot_read(tmp_path):
         result = _cli(*args, check=False)
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, \
             result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])
+def test_train_with_two_workers_matches_one_process(weighting, tmp_path):
+    """`--workers 2`: two processes of one MultiWorkerMirroredStrategy cluster on
+    loopback, a loss-level and a gradient-level strategy, end where one process ends."""
+    from training.run import restore_model
+
+    common = ["train", "hard_sharing", "--tasks", "mnist,letters", "--limit", "600", "--batch-size", "64",
+              "--epochs", "2", "--weighting", weighting, "--model-option", "trunk=dense"]
+    two = _cli(*common, "--run-dir", tmp_path / "two", "--workers", "2")
+    _cli(*common, "--run-dir", tmp_path / "one")
+    assert "worker 0 is the chief" in two.stdout and "test:" in two.stdout
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
+        "checkpoints", "config.json", "history.csv", "tensorboard", "test_metrics.json", "trainer.json"]
+    for got, want in zip(restore_model(tmp_path / "two").weights, restore_model(tmp_path / "one").weights):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-3, atol=2e-4, err_msg=got.path)
