@@ -237,7 +237,9 @@ def _run_distributed(workers, log):
                 code = process.poll()
                 if code is None:
                     continue
-                if code == 0:
+                if code == 0 or chief.poll() == 0:
+                    # The chief exits once every trial is done: a worker asking it for
+                    # another one then finds it gone, which ends the search, not an error.
                     del running[tuner_id]
                 elif restarts[tuner_id] < RESTARTS and chief.poll() is None:
                     restarts[tuner_id] += 1

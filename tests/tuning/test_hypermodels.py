@@ -111,3 +111,26 @@ def test_hyperband_hands_over_initial_epoch_and_the_parent_trials_weights(tmp_pa
         for got, want in zip(start, parent_model.weights):
             np.testing.assert_array_equal(got, want.numpy())
     keras.backend.clear_session()
+
+
+class _FailsFirst(tuning.hypermodels.HardSharingHyperModel):
+    calls = 0
+
+    def fit(self, hp, model, *args, **kwargs):
+        type(self).calls += 1
+        if type(self).calls == 1:
+            raise FloatingPointError("The loss of task 'mnist' is NaN or Inf at epoch 1, step 1")
+        return super().fit(hp, model, *args, **kwargs)
+
+
+def test_a_failing_trial_is_marked_failed_and_the_search_goes_on(tmp_path):
+    x, y = two_task_batch(64)
+    hypermodel = _FailsFirst(tasks={"mnist": 10, "fashion_mnist": 10}, input_shape=(28, 28, 1),
+                             weightings=["equal"])
+    search = keras_tuner.RandomSearch(hypermodel, objective=tuning.objective(["val_mean_accuracy", "val_mean_loss"]),
+                                      max_trials=3, seed=2, directory=str(tmp_path), project_name="f")
+    search.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
+    statuses = sorted(t.status for t in search.oracle.trials.values())
+    assert statuses == ["COMPLETED", "COMPLETED", "FAILED"]
+    # Two objectives: keras-tuner's multi-objective score, lower is better.
+    assert all(t.score is not None for t in search.oracle.trials.values() if t.status == "COMPLETED")
