@@ -227,7 +227,9 @@ def build_parser():
                       help="export the best model as a SavedModel there")
     tune.add_argument("--workers", type=int, default=0,
                       help="run a keras-tuner chief and this many workers as local processes")
-    tune.add_argument("--role", choices=("chief", "worker"), default=None, help=argparse.SUPPRESS)
+    tune.add_argument("--role", choices=("chief", "worker"), default=None,
+                      help="this process's part in a search across machines (with keras-tuner's "
+                           "KERASTUNER_* variables set); it then only searches")
     tune.set_defaults(run=_tune)
 
     demo = commands.add_parser("demo", help="paper 000 in a few minutes: pre-train, transfer, export")
