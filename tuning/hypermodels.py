@@ -1,7 +1,8 @@
 """keras-tuner HyperModels for the zoo's families, trained by the core `Trainer`.
 
 Every HyperModel's search space holds the family's architecture knobs (defaults equal to
-the builder's), the optimiser and its learning rate, and the loss-weighting method as a
+the builder's), the optimiser (Adam or RMSprop with `learning_rate` 1e-4 to 1e-2, or SGD
+with momentum 0.9 and `sgd_learning_rate` 1e-3 to 0.3), and the loss-weighting method as a
 hyper-parameter, each method's own parameters conditional on it:
 
 | weighting | its hyper-parameters |
@@ -80,7 +81,11 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
     # === The search space ===================================================================
     def build(self, hp):
         hp.Choice("optimizer", list(OPTIMIZERS), default="adam")
-        hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+        # Plain SGD needs larger steps than the adaptive methods: its own range.
+        with hp.conditional_scope("optimizer", ["adam", "rmsprop"]):
+            hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+        with hp.conditional_scope("optimizer", ["sgd"]):
+            hp.Float("sgd_learning_rate", 1e-3, 0.3, sampling="log", default=0.03)
         hp.Choice("weighting", self.weightings, default=self.weightings[0])
         self._declare_weighting_parameters(hp)
         return self.build_model(hp)
@@ -127,6 +132,8 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         return weighting_lib.get(method, **kwargs)
 
     def optimizer(self, hp):
+        if hp.values["optimizer"] == "sgd":
+            return keras.optimizers.SGD(hp.values["sgd_learning_rate"], momentum=0.9)
         return keras.optimizers.get({"class_name": hp.values["optimizer"],
                                      "config": {"learning_rate": hp.values["learning_rate"]}})
 

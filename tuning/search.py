@@ -43,12 +43,14 @@ def _check(family, tuner, objective, weightings, tasks):
     from training import Trainer
 
     hypermodel = _hypermodel(family, tasks, weightings)
-    default = hypermodel.build(keras_tuner.HyperParameters())
-    names = Trainer(default, tasks=list(hypermodel.tasks)).metric_names()
+    hp = keras_tuner.HyperParameters()
+    names = Trainer(hypermodel.build(hp), tasks=list(hypermodel.tasks)).metric_names()
     for name in objective:
         if name not in names:
             raise unknown_name("objective", "--objective", name, names)
-    return hypermodel
+    # Every hyper-parameter is declared even where its condition is off: the whole space.
+    space = [{k: v for k, v in h.get_config().items() if k != "conditions"} for h in hp.space]
+    return hypermodel, space
 
 
 def _hypermodel(family, tasks, weightings):
@@ -104,11 +106,11 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
     objective = [objective] if isinstance(objective, str) else list(objective)
     if family == "siamese":
         tasks = ["compare", "digit_a", "digit_b"]
-    hypermodel = _check(family, tuner, objective, weightings, tasks)
+    hypermodel, space = _check(family, tuner, objective, weightings, tasks)
     folder = Path(directory) / project
     settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,
                 "epochs": epochs, "objective": objective, "weightings": hypermodel.weightings,
-                "limit": limit, "batch_size": batch_size, "seed": seed}
+                "limit": limit, "batch_size": batch_size, "seed": seed, "space": space}
     _guard(folder, settings, write=role in (None, "chief"))
     if workers and role is None:
         _run_distributed(workers, log)
@@ -138,6 +140,7 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
 
 
 def _guard(folder, settings, write):
+    settings = json.loads(json.dumps(settings))  # as it reads back: lists, not tuples
     path = folder / SETTINGS_FILE
     if path.is_file():
         there = json.loads(path.read_text())
@@ -153,12 +156,13 @@ def summarise(search, folder, objective):
     """The trials sorted best first, written as `summary.md`, `summary.csv`, `objective.png`."""
     direction = search.oracle.objective.direction if len(objective) == 1 else "min"
     rows = []
+    space = [h.name for h in search.oracle.hyperparameters.space]  # the search space's order
     for trial_id, trial in sorted(search.oracle.trials.items()):
         seconds = Path(search.get_trial_dir(trial_id)) / "seconds.json"
         rows.append({"trial": trial_id, "status": trial.status, "score": trial.score,
                      "seconds": json.loads(seconds.read_text()) if seconds.is_file() else None,
-                     "hyperparameters": {k: v for k, v in trial.hyperparameters.values.items()
-                                         if not k.startswith("tuner/")}})
+                     "hyperparameters": {k: trial.hyperparameters.values[k] for k in space
+                                         if k in trial.hyperparameters.values}})
     order = [r for r in rows if r["score"] is not None]
     order.sort(key=lambda r: r["score"], reverse=direction == "max")
     rows = order + [r for r in rows if r["score"] is None]
