@@ -147,7 +147,8 @@ def test_predict_refuses_what_it_cannot_read(tmp_path):
             result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("weighting", ["uncertainty", "pcgrad"])
+# The loss-level case is also covered by test_trainer's two-worker test: slow here.
+@pytest.mark.parametrize("weighting", [pytest.param("uncertainty", marks=pytest.mark.slow), "pcgrad"])
 def test_train_with_two_workers_matches_one_process(weighting, tmp_path):
     """`--workers 2`: two processes of one MultiWorkerMirroredStrategy cluster on
     loopback, a loss-level and a gradient-level strategy, end where one process ends."""
