@@ -70,6 +70,8 @@ class Trainer:
             (`history.csv`) and TensorBoard logs (`tensorboard/{train,validation}`) go; a
             run_dir with a checkpoint is resumed. Defaults to `None`.
         seed: int. Seeds the per-epoch shuffling of in-memory data. Defaults to `0`.
+        shuffle: bool. Shuffle in-memory data every epoch; `False` takes the batches in
+            the arrays' order every epoch (paper 003's authors did). Defaults to `True`.
 
     Example:
     ```python
@@ -86,7 +88,7 @@ class Trainer:
     """
 
     def __init__(self, model, tasks=None, weighting="equal", optimizer="adam",
-                 learning_rate=None, distribution=None, run_dir=None, seed=0):
+                 learning_rate=None, distribution=None, run_dir=None, seed=0, shuffle=True):
         self.model = model
         self.tasks = as_tasks(tasks) if tasks is not None else _infer_tasks(model)
         self.task_names = tuple(t.name for t in self.tasks)
@@ -102,6 +104,7 @@ class Trainer:
         self.distribution = distribution or tf.distribute.get_strategy()
         self.run_dir = Path(run_dir) if run_dir else None
         self.seed = int(seed)
+        self.shuffle = bool(shuffle)
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
@@ -324,7 +327,7 @@ class Trainer:
             raise ValueError("`y` is required when `x` is an array.")
         y = as_labels(y, self.task_names)
         check_arrays(x, y, self.tasks, self.model.input_shape)
-        return epoch_dataset(x, y, batch_size, self.seed, start_epoch)
+        return epoch_dataset(x, y, batch_size, self.seed, start_epoch, shuffle=self.shuffle)
 
     # === Checkpoints ===========================================================================
     def _spec(self):
@@ -647,7 +650,7 @@ def _trim_history(path, epochs):
 def fit(model, x, y=None, weighting="equal", epochs=1, run_dir=None, **kwargs):
     """`Trainer(model, weighting=..., run_dir=...).fit(x, y, epochs=...)` in one call.
     Keyword arguments go to the Trainer or to `fit`, whichever takes them."""
-    trainer_keys = {"tasks", "optimizer", "learning_rate", "distribution", "seed"}
+    trainer_keys = {"tasks", "optimizer", "learning_rate", "distribution", "seed", "shuffle"}
     trainer = Trainer(model, weighting=weighting, run_dir=run_dir,
                       **{k: v for k, v in kwargs.items() if k in trainer_keys})
     return trainer.fit(x, y, epochs=epochs, **{k: v for k, v in kwargs.items() if k not in trainer_keys})

@@ -7,16 +7,20 @@ the first digit is at most the second. With weight sharing one pipe reads both i
 without it each image has its own pipe of the same shape. The pipes' logits are the
 auxiliary outputs: `digit_a`, `digit_b`; the comparison is `compare`.
 
-The paper's figures with the exact layers did not survive; the layers follow its text:
+The paper's figures of the layers did not survive; the authors' code
+(`qbouvet/DeepLearning-WeightSharing-AuxLoss`, `architectures.py`) gives them, and they
+are the defaults here:
 
 | pipe | layers | pipe params | classifier | model params (no WS / WS) |
 |---|---|---|---|---|
 | `shallow` | 196 -> 500 -> 10 | 103,510 | 20 -> 50 -> 2 | 208,172 / 104,662 |
-| `deep` | 196 -> 300 -> 100 -> 60 -> 40 -> 20 -> 10 | 98,730 | 20 -> 50 -> 25 -> 2 | 199,837 / 101,107 |
-| `conv` | conv 3x3 32, max-pool 2, conv 3x3 64, max-pool 2, 256 -> 128 -> 10 | 53,002 | 20 -> 32 -> 2 | 106,742 / 53,740 |
+| `deep` | 196 -> 300 -> 100 -> 70 -> 30 -> 20 -> 10 | 99,230 | 20 -> 30 -> 20 -> 10 -> 2 | 199,942 / 100,712 |
+| `conv` | conv 3x3 16 (same), conv 3x3 32, max-pool 2, conv 3x3 64 (same), conv 3x3 64, max-pool 4, 64 -> 100 -> 10 | 67,734 | 20 -> 32 -> 2 | 136,206 / 68,472 |
 
-Both fully connected models have about 200,000 parameters without weight sharing, as the
-paper says; the deep pipe's widths are our choice under that constraint.
+On 14 x 14 images the conv pipe's maps are 14, 12, 6, 6, 4, then 1 x 1 x 64 after the
+4 x 4 pool. Weight sharing shares the whole pipe, the conv pipe's dense part included.
+`pipe_units` and `classifier_units` change the dense widths (our earlier guesses were
+deep `(300, 100, 60, 40, 20)` with classifier `(50, 25)`).
 
 ReLU everywhere but on logits; no dropout or batch normalisation (the paper used
 neither). Weights start as PyTorch's default layer initialisation does (the paper's):
@@ -36,7 +40,9 @@ from zoo.registry import register
 
 TASKS = (Task("compare", 2), Task("digit_a", 10), Task("digit_b", 10))
 PIPES = ("shallow", "deep", "conv")
-_DEEP_UNITS = (300, 100, 60, 40, 20)
+# The authors' dense widths (architectures.py): the pipe's hidden layers, the classifier's.
+PIPE_UNITS = {"shallow": (500,), "deep": (300, 100, 70, 30, 20), "conv": (100,)}
+CLASSIFIER_UNITS = {"shallow": (50,), "deep": (30, 20, 10), "conv": (32,)}
 
 
 def _uniform(fan_in):
@@ -51,9 +57,9 @@ def _dense(units, fan_in, activation="relu", name=None):
                               kernel_initializer=_uniform(fan_in), bias_initializer=_uniform(fan_in))
 
 
-def _conv(filters, channels_in, kernel=3):
+def _conv(filters, channels_in, kernel=3, padding="valid"):
     fan_in = kernel * kernel * channels_in
-    return keras.layers.Conv2D(filters, kernel, activation="relu",
+    return keras.layers.Conv2D(filters, kernel, activation="relu", padding=padding,
                                kernel_initializer=_uniform(fan_in), bias_initializer=_uniform(fan_in))
 
 
@@ -67,19 +73,18 @@ def _mlp(widths, fan_in, outputs):
     return layers
 
 
-def _pipe(kind, image_shape, name):
+def _pipe(kind, image_shape, name, units):
     layers = [keras.Input(image_shape)]
     if kind == "conv":
         layers += [keras.layers.Reshape((*image_shape, 1)),
-                   _conv(32, 1, 3), keras.layers.MaxPooling2D(),
-                   _conv(64, 32, 3), keras.layers.MaxPooling2D(),
+                   _conv(16, 1, padding="same"), _conv(32, 16), keras.layers.MaxPooling2D(2),
+                   _conv(64, 32, padding="same"), _conv(64, 64), keras.layers.MaxPooling2D(4),
                    keras.layers.Flatten()]
-        # 14 -> conv 12 -> pool 6 -> conv 4 -> pool 2: 2 x 2 x 64 = 256 features.
-        layers += _mlp((128,), 2 * 2 * 64, 10)
+        side = ((image_shape[0] - 2) // 2 - 2) // 4, ((image_shape[1] - 2) // 2 - 2) // 4
+        layers += _mlp(units, side[0] * side[1] * 64, 10)
     else:
         layers.append(keras.layers.Flatten())
-        widths = (500,) if kind == "shallow" else _DEEP_UNITS
-        layers += _mlp(widths, image_shape[0] * image_shape[1], 10)
+        layers += _mlp(units, image_shape[0] * image_shape[1], 10)
     return keras.Sequential(layers, name=name)
 
 
@@ -97,7 +102,7 @@ def _check_tasks(tasks):
 
 @register("siamese")
 def siamese(tasks=None, input_shape=(2, 14, 14), pipe="conv", weight_sharing=True,
-            classifier_units=None, rescale=1.0 / 255.0, name=None):
+            pipe_units=None, classifier_units=None, rescale=1.0 / 255.0, name=None):
     """Two pipes (or one shared pipe) and a comparison classifier, paper 003.
 
     Args:
@@ -108,10 +113,13 @@ def siamese(tasks=None, input_shape=(2, 14, 14), pipe="conv", weight_sharing=Tru
         pipe: str. `"shallow"`, `"deep"` or `"conv"`. Defaults to `"conv"`.
         weight_sharing: bool. One pipe for both images (`True`) or one pipe per image.
             Defaults to `True`.
+        pipe_units: tuple of int or None. The pipe's dense hidden layers; `None` takes
+            the authors' (`PIPE_UNITS`): `(500,)`, `(300, 100, 70, 30, 20)`, `(100,)`.
         classifier_units: tuple of int or None. Hidden layers of the classifier; `None`
-            takes the paper's: `(50,)` shallow, `(50, 25)` deep, `(32,)` conv.
+            takes the authors': `(50,)` shallow, `(30, 20, 10)` deep, `(32,)` conv.
         rescale: float. Multiplies the inputs first; the default maps 0..255 pixels
-            (what `load_numpy("mnist_pairs")` returns) to [0, 1]. Defaults to `1/255`.
+            (what `load_numpy("mnist_pairs")` returns) to [0, 1]; the authors fed the raw
+            0..255 values (`rescale=1.0`). Defaults to `1/255`.
         name: str or None. Defaults to `"siamese_<pipe>_ws"` or `"siamese_<pipe>"`.
 
     Example:
@@ -133,22 +141,28 @@ def siamese(tasks=None, input_shape=(2, 14, 14), pipe="conv", weight_sharing=Tru
                          f"without the batch axis. Received: input_shape={input_shape!r}")
     if pipe not in PIPES:
         raise ValueError(f"`pipe` must be one of {list(PIPES)}. Received: pipe={pipe!r}")
-    if pipe == "conv" and min(shape[1:]) < 10:
-        raise ValueError(f"The conv pipe needs images of at least 10 x 10. Received: "
+    if pipe == "conv" and min(shape[1:]) < 14:
+        raise ValueError(f"The conv pipe needs images of at least 14 x 14. Received: "
                          f"input_shape={input_shape!r}")
     if not isinstance(weight_sharing, bool):
         raise ValueError(f"`weight_sharing` must be True or False. Received: "
                          f"weight_sharing={weight_sharing!r}")
-    if classifier_units is None:
-        classifier_units = {"shallow": (50,), "deep": (50, 25), "conv": (32,)}[pipe]
+    for argument, value in (("pipe_units", pipe_units), ("classifier_units", classifier_units)):
+        if value is not None and (not isinstance(value, (list, tuple)) or not all(
+                isinstance(u, int) and u > 0 for u in value) or (argument == "pipe_units" and not value)):
+            raise ValueError(f"`{argument}` must be a tuple of positive integers. Received: "
+                             f"{argument}={value!r}")
+    pipe_units = tuple(PIPE_UNITS[pipe] if pipe_units is None else pipe_units)
+    classifier_units = tuple(CLASSIFIER_UNITS[pipe] if classifier_units is None else classifier_units)
     name = name or f"siamese_{pipe}{'_ws' if weight_sharing else ''}"
 
     # === Pipes ===
     image_shape = shape[1:]
     if weight_sharing:
-        pipe_a = pipe_b = _pipe(pipe, image_shape, "pipe")
+        pipe_a = pipe_b = _pipe(pipe, image_shape, "pipe", pipe_units)
     else:
-        pipe_a, pipe_b = _pipe(pipe, image_shape, "pipe_a"), _pipe(pipe, image_shape, "pipe_b")
+        pipe_a = _pipe(pipe, image_shape, "pipe_a", pipe_units)
+        pipe_b = _pipe(pipe, image_shape, "pipe_b", pipe_units)
     inputs = keras.Input(shape, name="inputs")
     scaled = keras.layers.Rescaling(rescale, name="rescale")(inputs)
     digit_a = pipe_a(scaled[:, 0])
@@ -170,13 +184,13 @@ def siamese_shallow(**kwargs):
 
 @register("siamese_deep")
 def siamese_deep(**kwargs):
-    """`siamese` with the deep fully connected pipe (five hidden layers, widest 300)."""
+    """`siamese` with the deep fully connected pipe (five hidden layers: 300, 100, 70, 30, 20)."""
     return siamese(**{"pipe": "deep", **kwargs})
 
 
 @register("siamese_conv")
 def siamese_conv(**kwargs):
-    """`siamese` with the convolutional pipe (LeNet-like, max-pooling)."""
+    """`siamese` with the convolutional pipe (four 3x3 convolutions, max-pooling 2 then 4)."""
     return siamese(**{"pipe": "conv", **kwargs})
 
 

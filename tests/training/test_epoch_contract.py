@@ -214,3 +214,24 @@ Trainer(model).fit(x, y, epochs=3, batch_size=32)
 def test_a_bad_learning_rate_is_named(rate):
     with pytest.raises(ValueError, match=r"`learning_rate` must be a positive number. Received: learning_rate="):
         Trainer(_model(), learning_rate=rate)
+
+
+def test_unshuffled_training_visits_the_batches_in_order():
+    """`shuffle=False` (paper 003's authors' loop): every epoch reads the arrays in order."""
+    x, y = _data(n=96)
+    x[:, 7] = np.arange(96)  # each example's index, read back inside the step
+    seen = []
+    trainer = Trainer(_model(), shuffle=False)
+    original = trainer._train_step
+
+    def recording(inputs, labels):
+        tf.py_function(lambda v: seen.append(v.numpy().astype(int).tolist()) or 0, [inputs[:, 7]], tf.int32)
+        return original(inputs, labels)
+
+    trainer._train_step = recording
+    trainer._train_function = tf.function(trainer._on_iterator(recording, trainer._train_totals), autograph=False)
+    trainer.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert seen == [list(range(i, i + 32)) for i in (0, 32, 64)] * 2
+    shuffled = Trainer(_model())._dataset(x, y, 32, 0)[0]
+    first = next(iter(shuffled))[0][:, 7].numpy().astype(int).tolist()
+    assert first != list(range(32))

@@ -25,13 +25,18 @@ def test_siamese_writes_the_contract_files_and_resumes(tiny_profile, tmp_path):
     assert {"paper", "name", "profile", "device", "wall_seconds", "rows"} <= set(saved)
     assert saved["paper"] == "003_f22ced5441240016.txt" and saved["profile"] == "quick"
     rows = {(r["setting"], r["metric"]): r for r in saved["rows"]}
-    assert len(rows) == 3 * 18  # every setting's three metrics, measured or not
-    base = rows[("shallow fc none", "test_accuracy_best_epoch")]
+    assert len(rows) == 4 * 18  # every setting's four metrics, measured or not
+    base = rows[("shallow fc none", "test_accuracy_mean_curve")]
     assert base["paper"] == 0.8205 and base["runs"] == 1 and 0.55 < base["ours"] <= 1.0
+    assert rows[("shallow fc none", "test_accuracy_best_epoch")]["paper"] is None
     assert rows[("shallow fc ws+al uncertainty", "test_accuracy")]["paper"] is None
     assert rows[("convnet ws+al", "test_accuracy_best_epoch")]["ours"] is None
     report = (tmp_path / "report.md").read_text()
     assert "Partial" in report and "convnet ws+al" in report and "0.8205" in report
+    assert "raw 0..255 pixels" in report and "in the training set order, every epoch" in report
+    record = json.loads((tmp_path / "runs" / "shallow_fc_none" / "run-00.json").read_text())
+    curve = record["test_curve_authors"]  # from the untrained net, before each epoch's training
+    assert len(curve) == 2 and curve[1] == pytest.approx(record["history"]["test_compare_accuracy"][0], abs=1e-4)
     assert (tmp_path / "histories.png").read_bytes()[:4] == b"\x89PNG"
     run_file = tmp_path / "runs" / "shallow_fc_none" / "run-00.json"
     first = run_file.read_text()
@@ -78,7 +83,7 @@ def test_quick_profile_from_the_command_line(tmp_path):
          "--runs", "1", "--out", str(out)], capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads((out / "results.json").read_text())
-    measured = [r for r in saved["rows"] if r["metric"] == "test_accuracy_best_epoch"]
+    measured = [r for r in saved["rows"] if r["metric"] == "test_accuracy_mean_curve"]
     assert len(measured) == 18 and all(r["runs"] == 1 for r in measured)
     # Even after 25 epochs every setting compares digits far better than chance.
     assert all(r["ours"] > 0.75 for r in measured), measured
@@ -169,3 +174,15 @@ def test_committed_records_let_a_fresh_folder_continue_the_table(monkeypatch, tm
     monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 300, "val": 100, "test": 100, "stages": (1, 1)})
     with pytest.raises(ValueError, match=r"`--records`.*train"):
         allconv.reproduce("quick", tmp_path / "other", log=print, records=records)
+
+
+def test_the_papers_selection_is_the_peak_of_the_mean_curve():
+    curves = [[0.50, 0.80, 0.86, 0.84],   # run 1 peaks at epoch 2
+              [0.50, 0.88, 0.82, 0.85],   # run 2 peaks at epoch 1
+              [0.50, 0.78, 0.84, 0.86]]   # run 3 peaks at epoch 3
+    epoch, mean, std = siamese.mean_curve_selection(curves)
+    # Mean curve: 0.5, 0.82, 0.84, 0.85 -> epoch 3; each run's own best would average 0.8667.
+    assert epoch == 3
+    assert mean == pytest.approx(0.85)
+    assert std == pytest.approx(np.std([0.84, 0.85, 0.86], ddof=1))
+    assert siamese.mean_curve_selection([[0.1, 0.3, 0.3], [0.2, 0.3, 0.3]])[0] == 1  # the first of ties

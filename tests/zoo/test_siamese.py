@@ -56,10 +56,43 @@ def test_without_weight_sharing_two_pipes_of_the_same_shapes(pipe):
     np.testing.assert_allclose(out["digit_b"], pipe_b(x[:, 1] / 255.0), rtol=1e-5, atol=1e-5)
 
 
-def test_fully_connected_models_have_about_200k_parameters_as_the_paper_says():
-    for pipe in ("shallow", "deep"):
-        count = zoo.build("siamese", pipe=pipe, weight_sharing=False).count_params()
-        assert 190_000 <= count <= 210_000, (pipe, count)
+def _dense_params(widths):
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def _conv_params(channels, kernel=3):
+    return sum(kernel * kernel * a * b + b for a, b in zip(channels[:-1], channels[1:]))
+
+
+# The authors' layer lists (architectures.py), counted here as PyTorch would.
+AUTHORS = {
+    "shallow": (_dense_params((196, 500, 10)), _dense_params((20, 50, 2))),
+    "deep": (_dense_params((196, 300, 100, 70, 30, 20, 10)), _dense_params((20, 30, 20, 10, 2))),
+    "conv": (_conv_params((1, 16, 32, 64, 64)) + _dense_params((64, 100, 10)), _dense_params((20, 32, 2))),
+}
+
+
+@pytest.mark.parametrize("pipe", ["shallow", "deep", "conv"])
+@pytest.mark.parametrize("weight_sharing", [False, True])
+def test_parameter_counts_equal_the_authors_architectures(pipe, weight_sharing):
+    pipe_params, classifier_params = AUTHORS[pipe]
+    model = zoo.build("siamese", pipe=pipe, weight_sharing=weight_sharing)
+    assert model.count_params() == (1 if weight_sharing else 2) * pipe_params + classifier_params
+    # Without weight sharing both fully connected models have about 200,000, as the paper says.
+    if pipe != "conv" and not weight_sharing:
+        assert 190_000 <= model.count_params() <= 210_000
+
+
+def test_the_conv_pipe_reaches_64_features_after_its_4x4_pool():
+    pipe = zoo.build("siamese", pipe="conv").get_layer("pipe")
+    pool = [layer for layer in pipe.layers if isinstance(layer, keras.layers.MaxPooling2D)][-1]
+    assert pool.pool_size == (4, 4) and tuple(pool.output.shape[1:]) == (1, 1, 64)
+
+
+def test_other_widths_stay_reachable():
+    model = zoo.build("siamese", pipe="deep", weight_sharing=False, pipe_units=(300, 100, 60, 40, 20),
+                      classifier_units=(50, 25))
+    assert model.count_params() == 2 * _dense_params((196, 300, 100, 60, 40, 20, 10)) + _dense_params((20, 50, 25, 2))
 
 
 def test_pytorch_default_initialisation_bounds():
@@ -152,7 +185,9 @@ def test_pair_targets_agree_with_the_digit_labels_and_the_mnist_images():
 @pytest.mark.parametrize("kwargs, message", [
     ({"pipe": "rnn"}, r"pipe='rnn'"),
     ({"input_shape": (3, 14, 14)}, r"input_shape=\(3, 14, 14\)"),
-    ({"input_shape": (2, 8, 8)}, r"at least 10 x 10"),
+    ({"input_shape": (2, 8, 8)}, r"at least 14 x 14"),
+    ({"pipe_units": ()}, r"pipe_units=\(\)"),
+    ({"classifier_units": (0,)}, r"classifier_units=\(0,\)"),
     ({"tasks": {"compare": 2, "digit": 10}}, r"tasks="),
     ({"weight_sharing": "yes"}, r"weight_sharing='yes'"),
 ])
