@@ -186,3 +186,18 @@ def test_the_papers_selection_is_the_peak_of_the_mean_curve():
     assert mean == pytest.approx(0.85)
     assert std == pytest.approx(np.std([0.84, 0.85, 0.86], ddof=1))
     assert siamese.mean_curve_selection([[0.1, 0.3, 0.3], [0.2, 0.3, 0.3]])[0] == 1  # the first of ties
+
+
+@pytest.mark.slow
+def test_the_demo_trains_reports_and_exports(monkeypatch, tmp_path):
+    """`make demo`'s path (`allconv.demo`) with a tiny profile: its report, its learning
+    curves, and four SavedModels that refuse inputs outside [0, 1]."""
+    import mtl_tf.export
+    from training.reproduce import allconv
+
+    monkeypatch.setitem(allconv.PROFILES, "demo", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+    results, paths = allconv.demo(tmp_path / "demo", tmp_path / "saved", log=lambda m: None)
+    assert len(paths) == 4 and all((p / "saved_model.pb").is_file() for p in paths)
+    assert mtl_tf.export.serving_info(paths[0])["value_range"] == [0.0, 1.0]
+    assert (tmp_path / "demo" / "pretrain_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert results["trainings"]["transfer F+N+M mnist"]["epochs"] == 2
