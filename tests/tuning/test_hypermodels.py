@@ -33,8 +33,10 @@ def test_every_family_has_a_hypermodel_and_bad_names_are_named():
 @pytest.mark.parametrize("family", sorted(CASES))
 def test_a_two_trial_search_completes_and_its_best_rebuilds(family, tmp_path):
     hypermodel, (x, y) = CASES[family]()
-    search = keras_tuner.RandomSearch(hypermodel, objective=tuning.objective("val_mean_accuracy"),
-                                      max_trials=2, seed=3, directory=str(tmp_path), project_name=family)
+    # The README's flow: BayesianOptimization, its second trial proposed by the Gaussian process.
+    search = keras_tuner.BayesianOptimization(hypermodel, objective=tuning.objective("val_mean_accuracy"),
+                                              max_trials=2, num_initial_points=1, seed=3,
+                                              directory=str(tmp_path), project_name=family)
     search.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
     trials = list(search.oracle.trials.values())
     assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
