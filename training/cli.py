@@ -109,7 +109,7 @@ def _tune(args):
 
     tune(args.family, args.tasks.split(","), args.directory, args.project, tuner=args.tuner,
          max_trials=args.max_trials, epochs=args.epochs, objective=args.objective.split(","),
-         weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit,
+         weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit or None,
          batch_size=args.batch_size, seed=args.seed, export=args.export, workers=args.workers,
          role=args.role, log=lambda m: print(m, flush=True))
 
@@ -220,7 +220,7 @@ def build_parser():
     tune.add_argument("--directory", default="runs/tune")
     tune.add_argument("--project", default=None, help="default: the family's name")
     tune.add_argument("--limit", type=int, default=5000,
-                      help="training examples per task (siamese: pairs)")
+                      help="training examples per task (siamese: pairs); 0 for all")
     tune.add_argument("--batch-size", type=int, default=128)
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--export", default=None, metavar="DIR",

@@ -113,7 +113,11 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
                 "limit": limit, "batch_size": batch_size, "seed": seed, "space": space}
     _guard(folder, settings, write=role in (None, "chief"))
     if workers and role is None:
-        _run_distributed(workers, log)
+        command = ["tune", family, "--tasks", ",".join(tasks), "--tuner", tuner, "--max-trials",
+                   str(max_trials), "--epochs", str(epochs), "--objective", ",".join(objective),
+                   "--directory", str(directory), "--project", project, "--batch-size", str(batch_size),
+                   "--seed", str(seed), "--weightings", ",".join(hypermodel.weightings)]
+        _run_distributed(command + ["--limit", str(limit or 0)], workers, log)
     else:
         x, y, x_val, y_val = _data(family, tasks, limit, seed)
         search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)
@@ -216,15 +220,11 @@ def _plot(rows, path, objective):
     plt.close(fig)
 
 
-def _run_distributed(workers, log):
-    """Starts the chief and `workers` workers (this command again, with `--role`), waits
-    for them, restarts a worker that dies under its own id; Ctrl-C stops them all."""
+def _run_distributed(arguments, workers, log):
+    """Starts the chief and `workers` workers (`mtl-tf` with `arguments` and `--role`),
+    waits for them, restarts a worker that dies under its own id; Ctrl-C stops them all."""
     (port,) = free_ports(1)
-    argv = list(sys.argv[1:])
-    i = argv.index("--workers") if "--workers" in argv else None
-    if i is not None:
-        del argv[i:i + 2]
-    command = [sys.executable, "-m", "training.cli", *argv]
+    command = [sys.executable, "-m", "training.cli", *arguments]
     env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
 
     def start(role, tuner_id):
