@@ -42,6 +42,7 @@ PROFILES = {
 PAIRS = 1000
 BATCH_SIZE = 100
 LEARNING_RATE = 1e-3
+ADAM_EPSILON = 1e-8  # PyTorch's default (the authors'); Keras's is 1e-7
 PIPES = {"shallow": "Shallow FC", "deep": "Deep FC", "conv": "ConvNet"}
 COMBOS = ("none", "ws", "al", "ws+al")
 COMBO_HEADERS = ("WS: no, AL: no", "WS: yes, AL: no", "WS: no, AL: yes", "WS: yes, AL: yes")
@@ -105,7 +106,7 @@ def train_run(setting, run_seed, epochs, log=None):
     model = zoo.build("siamese", pipe=setting.pipe, weight_sharing=setting.weight_sharing, rescale=1.0)
     weighting = setting.weighting or aux_weighting(0.5 if setting.aux else 0.0)
     trainer = Trainer(model, weighting=weighting, seed=run_seed, shuffle=SHUFFLE,
-                      optimizer=keras.optimizers.Adam(LEARNING_RATE))
+                      optimizer=keras.optimizers.Adam(LEARNING_RATE, epsilon=ADAM_EPSILON))
     untrained = trainer.evaluate(test, batch_size=1000)["compare_accuracy"]
     callbacks = [Evaluate(test, prefix="test_")]
     if log:
@@ -159,7 +160,8 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     epochs = PROFILES[profile]["epochs"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
                             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
-                            "inputs": INPUTS, "shuffle": SHUFFLE, "layers": "authors"}, records)
+                            "inputs": INPUTS, "shuffle": SHUFFLE, "layers": "authors",
+                            "adam_epsilon": ADAM_EPSILON}, records)
     check_only(only, [s.name for s in settings()])
     chosen = [s for s in settings() if only is None or s.name in only]
     log(f"paper 003, profile {profile}: {len(chosen)} settings x {runs} runs x {epochs} "
@@ -245,7 +247,7 @@ def render_report(results, records):
             f"{results['epochs']} epochs instead of 50 (everything else as in full)."),
         "- As the authors ran it (their code, `qbouvet/DeepLearning-WeightSharing-AuxLoss`): their "
         "layers (`zoo/siamese.py`), PyTorch's default initialisation, Adam with learning rate "
-        f"1e-3, batch {results['batch_size']}; inputs: **{results['inputs']}** (never rescaled); "
+        f"1e-3 and PyTorch's epsilon 1e-8, batch {results['batch_size']}; inputs: **{results['inputs']}** (never rescaled); "
         f"batches **{'shuffled' if results['shuffle'] else 'in the training set order, every epoch'}**; "
         "AL: loss (1 - w) L_compare + w (L_a + L_b) / 2, w = 0.5; the test accuracy recorded "
         "before each epoch's training (from the untrained net).",
