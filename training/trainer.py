@@ -554,9 +554,7 @@ class Trainer:
 
     def metric_names(self, validation=True):
         """The names `fit` logs per epoch (with `val_` ones when `validation`)."""
-        names = ["loss", "mean_loss", *sorted({f"mean_{t.metric}" for t in self.tasks})]
-        names += [f"{t.name}_{k}" for t in self.tasks for k in ("loss", t.metric)]
-        return names + ([f"val_{n}" for n in names] if validation else [])
+        return metric_names(self.tasks, validation)
 
     def _summary_writers(self):
         if not self.run_dir or not self._is_chief():
@@ -619,6 +617,14 @@ class _RunningTotals:
 
     def read(self):
         return {k: v.numpy() for k, v in self.values.items()}
+
+
+def metric_names(tasks, validation=True):
+    """The names a Trainer of `tasks` logs per epoch (with `val_` ones when
+    `validation`), known before any model is built: tuning checks objectives against it."""
+    names = ["loss", "mean_loss", *sorted({f"mean_{t.metric}" for t in tasks})]
+    names += [f"{t.name}_{k}" for t in tasks for k in ("loss", t.metric)]
+    return names + ([f"val_{n}" for n in names] if validation else [])
 
 
 def _is_int(value):

@@ -40,11 +40,12 @@ def _check(family, tuner, objective, weightings, tasks):
         raise unknown_name("tuner", "--tuner", tuner, TUNERS)
     import keras_tuner
 
-    from training import Trainer
+    from training.trainer import metric_names
 
     hypermodel = _hypermodel(family, tasks, weightings)
     hp = keras_tuner.HyperParameters()
-    names = Trainer(hypermodel.build(hp), tasks=list(hypermodel.tasks)).metric_names()
+    hypermodel.build(hp)
+    names = metric_names(hypermodel.tasks)
     for name in objective:
         if name not in names:
             raise unknown_name("objective", "--objective", name, names)
@@ -129,7 +130,8 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
                       verbose=verbose)
         if role is not None:
             return []
-    search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)
+    if workers and role is None:  # the chief wrote the search: read it back
+        search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)
     rows = summarise(search, folder, objective)
     log(_table(rows))
     log(f"summary: {folder / 'summary.md'}, {folder / 'summary.csv'}, {folder / 'objective.png'}")

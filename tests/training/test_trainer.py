@@ -136,28 +136,15 @@ def test_bad_trainer_arguments_are_named():
     assert Trainer(apart, weighting="uncertainty").task_names == ("a", "b")
 
 
-def _free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_on_localhost_match_one_device(tmp_path):
-    import json
+    from training.distributed import free_ports, tf_config
 
     epochs = 4  # more than the 3 checkpoints kept, so old ones are swept too
     one = _run_script("-", epochs, tmp_path / "one.npz")
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}
+        env = {**os.environ, "TF_CONFIG": tf_config(workers, index)}
         processes.append(_run_script(tmp_path / "run", epochs, tmp_path / f"worker{index}.npz",
                                      "multiworker", env=env, stderr=subprocess.PIPE))
     for process in processes:
