@@ -10,17 +10,40 @@ at z (DESIGN.md: about the cost of one backward pass). From those:
 - (b) `last_layer`: dL_t/dW for the last shared Dense layer's kernel, by one einsum with
   that layer's input (dz/dW is the same for every task);
 - (c) `shared`: dL_t/dtheta for every shared weight, one trunk backward per task seeded
-  with (a) (`output_gradients`), which skips the heads.
+  with (a) (`output_gradients`), which skips the heads;
+- (d) branch points: dL_t/dW of the first Dense layer on each task's path. Where that
+  layer is the task's own, it is the layer's gradient from the same backward pass; where
+  tasks share it (Selective Sharing's merged branches), `forward(taps=...)` exposes each
+  task's pre-activation on its own path, and one matmul with the layer's input gives it.
 Gradients of head weights come out of the same single backward pass, since each head only
 sees its own loss.
 """
+
+from typing import NamedTuple, Optional
 
 import keras
 import tensorflow as tf
 
 
+class Forward(NamedTuple):
+    """What `MultiTaskParts.forward` computed: the shared representation `z`, the last
+    shared layer's input `h` (None when the trunk does not end in a Dense layer), each
+    task's copy of z and output, and `taps`: for each task asked for, its branch point's
+    (input, pre-activation) as computed on that task's own path."""
+
+    z: tf.Tensor
+    h: Optional[tf.Tensor]
+    copies: dict
+    outputs: dict
+    taps: dict
+
+
 class MultiTaskParts:
-    """The trunk and heads of a zoo model, found by name (`trunk`, `head_<task>`)."""
+    """The trunk and heads of a zoo model, found by name (`trunk`, `head_<task>`).
+
+    Between the trunk and a task's head there may be a chain of layers several tasks
+    share (Selective Sharing's branches): a task's *path* is that chain and its head.
+    Its *branch point* is the first Dense layer on its path."""
 
     def __init__(self, model, task_names):
         try:
@@ -34,12 +57,13 @@ class MultiTaskParts:
         self.task_names = tuple(task_names)
         last = self.trunk.layers[-1] if isinstance(self.trunk, keras.Sequential) else None
         self.last_dense = last if isinstance(last, keras.layers.Dense) else None
+        self.paths = {t: [self.heads[t]] for t in task_names}
 
     @classmethod
     def find(cls, model, task_names):
         """The parts, or None when the model has no `trunk` and `head_<task>` layers.
-        Raises when it has them but is more than the heads on the trunk: training
-        through the parts alone would skip its other layers."""
+        Raises when it has them but is more than paths on the trunk: training through
+        the parts alone would skip its other layers."""
         try:
             parts = cls(model, task_names)
         except ValueError:
@@ -48,7 +72,8 @@ class MultiTaskParts:
         return parts
 
     def check_structure(self, model):
-        """Checks that every task's output is exactly `head_<task>(trunk(inputs))`."""
+        """Checks that every task's output is `head_<task>(...(trunk(inputs)))`, with only
+        single-input layers between the trunk and the head, and records those paths."""
         def caller(tensor):
             history = getattr(tensor, "_keras_history", None)
             if history is None:
@@ -60,18 +85,25 @@ class MultiTaskParts:
         problems = []
         inputs = model.inputs
         for task in self.task_names:
-            head, representation = caller(model.output[task])
-            trunk, trunk_input = caller(representation) if head is self.heads[task] else (None, None)
+            head, tensor = caller(model.output[task])
             if head is not self.heads[task]:
                 problems.append(f"output {task!r} is not the output of layer `head_{task}`")
-            elif trunk is not self.trunk:
-                problems.append(f"`head_{task}` does not read the output of `trunk`")
-            elif len(inputs) != 1 or trunk_input is not inputs[0]:
+                continue
+            path = [head]
+            layer, below = caller(tensor)
+            while layer is not None and layer is not self.trunk and below is not None:
+                path.insert(0, layer)
+                layer, below = caller(below)
+            if layer is not self.trunk:
+                problems.append(f"`head_{task}` does not read the output of `trunk` through "
+                                f"single-input layers")
+            elif len(inputs) != 1 or below is not inputs[0]:
                 problems.append("`trunk` does not read the model's input directly")
+            self.paths[task] = path
         if problems:
             raise ValueError(
-                f"Model {model.name!r} has `trunk` and `head_<task>` layers but is not just the "
-                f"heads on the trunk: {'; '.join(sorted(set(problems)))}. The trainer would skip "
+                f"Model {model.name!r} has `trunk` and `head_<task>` layers but is not just "
+                f"paths on the trunk: {'; '.join(sorted(set(problems)))}. The trainer would skip "
                 f"its other layers. Rename the layers, or build the model as "
                 f"`head_<task>(trunk(inputs))`.")
 
@@ -79,12 +111,25 @@ class MultiTaskParts:
     def shared_variables(self):
         return self.trunk.trainable_variables
 
+    def path_variables(self, task):
+        """The trainable variables on `task`'s path (its head and any branch before it)."""
+        return _unique(v for layer in self.paths[task] for v in layer.trainable_variables)
+
     @property
     def head_variables(self):
-        return [v for t in self.task_names for v in self.heads[t].trainable_variables]
+        """Every variable of every path, once, in task order."""
+        return _unique(v for t in self.task_names for v in self.path_variables(t))
 
-    def forward(self, x, training=False):
-        """Returns (z, last-layer input or None, copies per task, outputs per task)."""
+    def branch_point(self, task):
+        """The first Dense layer on `task`'s path, or None."""
+        return next((layer for layer in _leaves(self.paths[task])
+                     if isinstance(layer, keras.layers.Dense)), None)
+
+    def forward(self, x, training=False, taps=()):
+        """The model's forward pass, each task on its own copy of the representation (so
+        a task's path is run once per task, even where tasks share it). For the tasks in
+        `taps`, the branch point is computed from its weights so its input and
+        pre-activation can be differentiated: `Forward.taps`."""
         if self.last_dense is not None:
             h = x
             for layer in self.trunk.layers[:-1]:
@@ -93,8 +138,42 @@ class MultiTaskParts:
         else:
             h, z = None, self.trunk(x, training=training)
         copies = {t: tf.identity(z) for t in self.task_names}
-        outputs = {t: self.heads[t](copies[t], training=training) for t in self.task_names}
-        return z, h, copies, outputs
+        outputs, tapped = {}, {}
+        for t in self.task_names:
+            if t not in taps:
+                y = copies[t]
+                for layer in self.paths[t]:
+                    y = layer(y, training=training)
+                outputs[t] = y
+                continue
+            point, y = self.branch_point(t), copies[t]
+            for layer in _leaves(self.paths[t]):
+                if layer is point:
+                    pre = tf.matmul(y, layer.kernel)
+                    pre = tf.identity(pre + layer.bias if layer.use_bias else pre)
+                    tapped[t] = (y, pre)
+                    y = layer.activation(pre)
+                else:
+                    y = layer(y, training=training)
+            outputs[t] = y
+        return Forward(z, h, copies, outputs, tapped)
+
+
+def _leaves(layers):
+    """`layers` with every nested `keras.Sequential` replaced by its own layers."""
+    result = []
+    for layer in layers:
+        result += _leaves(layer.layers) if isinstance(layer, keras.Sequential) else [layer]
+    return result
+
+
+def _unique(variables):
+    seen, result = set(), []
+    for v in variables:
+        if id(v) not in seen:
+            seen.add(id(v))
+            result.append(v)
+    return result
 
 
 def representation_gradients(tape, summed_loss, copies, task_names):

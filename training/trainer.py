@@ -115,9 +115,18 @@ class Trainer:
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self._train_totals = _RunningTotals(len(self.tasks))
             self._eval_totals = _RunningTotals(len(self.tasks))
+        self._capture = None
+        self._restore_hooks = []
+        self._restored = False  # run_dir was read (by `restore` or the first `fit`)
+        self._resumed = False  # a checkpoint was restored and no epoch trained since
+        self._attach()
+
+    def _attach(self):
+        """(Re)builds what depends on the model and optimizer: the checkpoint and the
+        compiled steps."""
         # Keras callbacks (TensorBoard's learning-rate log, ModelCheckpoint) read it here.
-        model.optimizer = self.optimizer
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=self.optimizer,
+        self.model.optimizer = self.optimizer
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                               weighting=self.weighting, epoch=self.epoch)
         self._manager = None
         if self.run_dir:
@@ -127,8 +136,6 @@ class Trainer:
             if not self._is_chief():
                 folder = self.run_dir / f".worker-{self.distribution.cluster_resolver.task_id}"
             self._manager = tf.train.CheckpointManager(self.checkpoint, str(folder), 3)
-        self._restored = False  # run_dir was read (by `restore` or the first `fit`)
-        self._resumed = False  # a checkpoint was restored and no epoch trained since
         # No tensor-dependent Python control flow in the steps: AutoGraph is not needed.
         # The training function takes the iterator, whose batch axis is unknown, so the
         # partial last batch does not trace it again; statistics stay in the graph.
@@ -137,11 +144,77 @@ class Trainer:
         self._eval_function = tf.function(self._on_batch(self._eval_step, self._eval_totals),
                                           autograph=False, reduce_retracing=True)
 
+    def replace_model(self, model, carry=()):
+        """Continues this run with `model` in place of the current model (Selective
+        Sharing's merges rebuild it with fewer branches).
+
+        `carry` pairs (new variable, old variable): each new variable takes the old one's
+        value and its optimizer state (momentum, Adam's moments). The optimizer is
+        rebuilt for the new model's variables with the same configuration and step
+        count; the weighting strategy and its state are kept. Build `model` inside
+        `trainer.distribution.scope()`.
+        """
+        carry = list(carry)
+        for new, old in carry:
+            if tuple(new.shape) != tuple(old.shape):
+                raise ValueError(f"`carry` pairs variables of different shapes: {new.path} "
+                                 f"{tuple(new.shape)} and {old.path} {tuple(old.shape)}.")
+        parts = MultiTaskParts.find(model, self.task_names)
+        old = self.optimizer
+        with self.distribution.scope():
+            optimizer = old.__class__.from_config(old.get_config())
+            optimizer.build(model.trainable_variables + self.weighting.trainable)
+            optimizer.iterations.assign(old.iterations)
+            for new_variable, old_variable in carry:
+                new_variable.assign(old_variable)
+            _copy_slots(old, optimizer, carry + [(w, w) for w in self.weighting.trainable])
+        self.model, self.parts, self.optimizer = model, parts, optimizer
+        if self._capture is not None:
+            self._capture = _BranchCapture(self, self._capture.tap_all)
+        self._attach()
+
+    def add_restore_hook(self, hook):
+        """Calls `hook(epoch)` before a checkpoint of `epoch` finished epochs is restored,
+        so a callback that changes the model's structure while training (Selective
+        Sharing) can rebuild the model that checkpoint was written from."""
+        if hook not in self._restore_hooks:
+            self._restore_hooks.append(hook)
+
+    # === Branch-point gradients (Selective Sharing) =========================================
+    def capture_branch_gradients(self, enabled=True, tap_all=False):
+        """Sums, over the training steps from now on, every task's own gradient of the
+        kernel of its branch point (the first Dense layer on its path), out of the
+        training step's own backward pass: a task with a branch of its own reads its
+        layer's gradient; tasks sharing a branch each get theirs from their own
+        pre-activation (one matmul). Read the sums with `captured_branch_gradients`.
+
+        Args:
+            enabled: bool. Start (True) or stop (False) capturing.
+            tap_all: bool. Compute every task's gradient from its pre-activation, even on
+                a branch of its own (for checking the shortcut). Defaults to `False`.
+        """
+        self._capture = _BranchCapture(self, tap_all) if enabled else None
+        self._attach()
+
+    def captured_branch_gradients(self, reset=True):
+        """The sums of `capture_branch_gradients` so far, T x I x D (tasks in order), as
+        NumPy; `reset` starts new sums."""
+        if self._capture is None:
+            raise ValueError("Branch-point gradients are not being captured: call "
+                             "`capture_branch_gradients()` first.")
+        value = self._capture.total.numpy()
+        if reset:
+            self._capture.total.assign(tf.zeros_like(self._capture.total))
+        return value
+
     # === The compiled steps =================================================================
     def _on_batch(self, step, totals):
         def run(batch):
             per_replica = self.distribution.run(step, args=batch)
-            totals.add({k: self.distribution.reduce("SUM", v, axis=None) for k, v in per_replica.items()})
+            reduced = {k: self.distribution.reduce("SUM", v, axis=None) for k, v in per_replica.items()}
+            if "captured" in reduced:
+                self._capture.total.assign_add(reduced.pop("captured"))
+            totals.add(reduced)
 
         return run
 
@@ -174,9 +247,11 @@ class Trainer:
     def _train_step(self, x, y):
         replicas = self.distribution.num_replicas_in_sync
         mode = self.weighting.grad_mode
+        capture = self._capture
         with tf.GradientTape(persistent=mode is not None) as tape:
             if self.parts is not None:
-                z, _, copies, outputs = self.parts.forward(x, training=True)
+                z, _, copies, outputs, taps = self.parts.forward(
+                    x, training=True, taps=capture.tapped if capture else ())
             else:
                 outputs = self.model(x, training=True)
             losses, task_losses, sums, counts = self._losses(y, outputs)
@@ -193,10 +268,19 @@ class Trainer:
             if mode is None:
                 total = self.weighting.total_loss(losses) + regularization
         self.weighting.observe(losses)
+        captured = None
         if mode is None:
             model_variables = self.model.trainable_variables
             variables = model_variables + self.weighting.trainable
-            grads = tape.gradient(total, variables)
+            if capture is None:
+                grads = tape.gradient(total, variables)
+            else:
+                # The same backward pass also reaches the tapped pre-activations and each
+                # task's loss: dividing by d total / d L_t undoes the task's weight.
+                grads = tape.gradient(total, variables + capture.pre(taps) + task_losses)
+                grads, tap_grads, scale = _split(grads, len(variables), len(capture.tapped))
+                scale = [tf.zeros([]) if g is None else g for g in scale]
+                captured = capture.kernels(model_variables, grads, taps, tap_grads, scale)
             grads = grads[: len(model_variables)] + [g / replicas for g in grads[len(model_variables):]]
             weights = self.weighting.loss_weights(losses)
         elif self.parts is None:
@@ -207,11 +291,15 @@ class Trainer:
             del tape
         else:
             shared = self.parts.shared_variables
-            heads = [self.parts.heads[t].trainable_variables for t in self.task_names]
-            flat_heads = [v for vs in heads for v in vs]
-            rep_and_heads = tape.gradient(summed, [copies[t] for t in self.task_names] + flat_heads)
+            flat_heads = self.parts.head_variables
+            tapped = capture.pre(taps) if capture else []
+            rep_and_heads = tape.gradient(summed, [copies[t] for t in self.task_names] + flat_heads + tapped)
             rep_grads = tf.stack(rep_and_heads[: len(self.tasks)])
-            head_grads = rep_and_heads[len(self.tasks):]
+            head_grads = rep_and_heads[len(self.tasks): len(self.tasks) + len(flat_heads)]
+            if capture:
+                ones = [tf.ones([])] * len(self.tasks)
+                captured = capture.kernels(flat_heads, head_grads, taps,
+                                           rep_and_heads[len(self.tasks) + len(flat_heads):], ones)
             if mode == "representation":
                 combined, weights = self._combine_examples(
                     tf.reshape(rep_grads, [len(self.tasks), -1]), losses)
@@ -222,8 +310,7 @@ class Trainer:
                     tf.stack([flatten(g) for g in per_task]), losses)
                 shared_grads = unflatten(combined, shared)
             if self.weighting.weights_heads:
-                scale = [weights[i] for i, vs in enumerate(heads) for _ in vs]
-                head_grads = [g * s for g, s in zip(head_grads, scale)]
+                head_grads = self._weigh_paths(tape, flat_heads, head_grads, weights, losses)
             variables = shared + flat_heads
             grads = list(shared_grads) + list(head_grads)
             if self.model.losses:
@@ -233,7 +320,31 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, variables))
         stats = self._stats(y, outputs, sums, counts)
         stats["weights"] = tf.cast(weights, tf.float32) / replicas
+        if captured is not None:
+            stats["captured"] = captured
         return stats
+
+    def _weigh_paths(self, tape, variables, grads, weights, losses):
+        """Scales each path variable's (unweighted) gradient by its task's weight; the
+        variables of a branch several tasks share get the gradient of their tasks'
+        weighted losses instead (one more backward pass, through those branches only)."""
+        owners = {}
+        for i, t in enumerate(self.task_names):
+            for v in self.parts.path_variables(t):
+                owners.setdefault(id(v), []).append(i)
+        scaled, shared = [], []
+        for v, g in zip(variables, grads):
+            (i, *others) = owners[id(v)]
+            if others:
+                shared.append(len(scaled))
+                scaled.append(None)
+            else:
+                scaled.append(g * tf.cast(weights[i], g.dtype))
+        if shared:
+            weighted = tf.reduce_sum(tf.stop_gradient(tf.cast(weights, losses.dtype)) * losses)
+            for index, g in zip(shared, tape.gradient(weighted, [variables[j] for j in shared])):
+                scaled[index] = g
+        return scaled
 
     # Under several replicas the combination is the one-device one (a two-worker run
     # matches one process), not a combination of each replica's own gradients.
@@ -304,7 +415,7 @@ class Trainer:
                              f"Received: kind={kind!r}")
         y = as_labels(y, self.task_names)
         with tf.GradientTape(persistent=True) as tape:
-            z, h, copies, outputs = self.parts.forward(tf.convert_to_tensor(x), training=False)
+            z, h, copies, outputs, _ = self.parts.forward(tf.convert_to_tensor(x), training=False)
             summed = tf.reduce_sum(self._losses(y, outputs)[0])
         rep = representation_gradients(tape, summed, copies, self.task_names)
         if kind == "representation":
@@ -361,6 +472,8 @@ class Trainer:
         candidates = list(state.all_model_checkpoint_paths)[::-1] if state else []
         for path in candidates:
             try:
+                for hook in self._restore_hooks:
+                    hook(int(Path(path).name.rsplit("-", 1)[1]))
                 self.checkpoint.restore(path).expect_partial()
             except (tf.errors.OpError, ValueError, IndexError, OSError) as error:
                 warnings.warn(f"Checkpoint {path!r} cannot be read ({brief(error)}); trying the "
@@ -434,6 +547,12 @@ class Trainer:
             verbose = 1 if sys.stdout.isatty() else 2
         if verbose not in (0, 1, 2):
             raise ValueError(f"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}")
+        callbacks = list(callbacks or [])
+        for callback in callbacks:
+            # Callbacks that read per-task gradients or rebuild the model (Selective
+            # Sharing) get the trainer, before a checkpoint is restored.
+            if hasattr(callback, "set_trainer"):
+                callback.set_trainer(self)
         if not self._restored:
             self.restore()
         if initial_epoch is not None:
@@ -447,11 +566,6 @@ class Trainer:
         self.weighting.check_run_length(end)
         dataset, steps = self._dataset(x, y, batch_size, start)
         iterator = iter(self.distribution.experimental_distribute_dataset(dataset))
-        callbacks = list(callbacks or [])
-        for callback in callbacks:
-            # Callbacks that read per-task gradients (Selective Sharing) get the trainer.
-            if hasattr(callback, "set_trainer"):
-                callback.set_trainer(self)
         if self.run_dir and self._is_chief():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if not (self.run_dir / SPEC_FILE).exists():
@@ -504,6 +618,8 @@ class Trainer:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(validation_data, batch_size).items()})
             self._resumed = False
             callback_list.on_epoch_end(epoch, logs)
+            if callback_list.model is not self.model:  # a callback replaced it
+                callback_list.set_model(self.model)
             logs = final.logs  # with what the callbacks added (CallbackList copies the dict)
             self._write_summaries(writers, logs, epoch)
             self._save(epoch)
@@ -617,6 +733,84 @@ class _RunningTotals:
 
     def read(self):
         return {k: v.numpy() for k, v in self.values.items()}
+
+
+class _BranchCapture:
+    """What `Trainer.capture_branch_gradients` needs in the step: which tasks' branch
+    points are tapped (those a branch shares, or all), where the others' kernels are
+    among the gradients, and the running sums (T x I x D)."""
+
+    def __init__(self, trainer, tap_all):
+        parts = trainer.parts
+        if parts is None:
+            raise ValueError(f"Model {trainer.model.name!r} has no `trunk` and `head_<task>` "
+                             f"parts, so its branch points cannot be found.")
+        points = {t: parts.branch_point(t) for t in trainer.task_names}
+        missing = [t for t, p in points.items() if p is None]
+        if missing:
+            raise ValueError(f"Tasks {missing} have no Dense layer between the trunk and their "
+                             f"output: no branch point to capture gradients at.")
+        shapes = {t: tuple(p.kernel.shape) for t, p in points.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"The tasks' branch points differ in shape, so their gradients "
+                             f"cannot be compared: {shapes}.")
+        users = {}
+        for p in points.values():
+            users[id(p)] = users.get(id(p), 0) + 1
+        self.tap_all = tap_all
+        # Regularisation reaches the kernels, not the pre-activations: tap everything.
+        tap_all = tap_all or bool(trainer.model.losses)
+        self.task_names = trainer.task_names
+        self.points = points
+        self.tapped = tuple(t for t in self.task_names if tap_all or users[id(points[t])] > 1)
+        with trainer.distribution.scope():
+            self.total = tf.Variable(tf.zeros([len(points), *next(iter(shapes.values()))]),
+                                     trainable=False, name="captured_branch_gradients")
+
+    def pre(self, taps):
+        return [taps[t][1] for t in self.tapped]
+
+    def kernels(self, variables, grads, taps, tap_grads, scale):
+        """Each task's kernel gradient, T x I x D: its own branch's from `grads` (the
+        gradients of `variables`), a shared branch's from its tapped pre-activation,
+        both divided by `scale[t]` (the task's weight in the differentiated loss)."""
+        index = {id(v): i for i, v in enumerate(variables)}
+        tapped = dict(zip(self.tapped, tap_grads))
+        result = []
+        for i, t in enumerate(self.task_names):
+            if t in tapped:
+                layer_input, _ = taps[t]
+                g = tf.matmul(layer_input, tapped[t], transpose_a=True)
+            else:
+                g = grads[index[id(self.points[t].kernel)]]
+            result.append(tf.math.divide_no_nan(g, tf.cast(scale[i], g.dtype)))
+        return tf.stack(result)
+
+
+def _split(values, *sizes):
+    """`values` cut into consecutive pieces of `sizes`, and the rest."""
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(values[start: start + size])
+        start += size
+    return [*pieces, values[start:]]
+
+
+def _copy_slots(old, new, pairs):
+    """Copies the optimizer state (each per-variable slot list: SGD's momentums, Adam's
+    moments...) of every (new variable, old variable) pair from `old` to `new`."""
+    size = len(old._trainable_variables)
+    for name, slots in vars(old).items():
+        if not (isinstance(slots, list) and len(slots) == size and size
+                and all(isinstance(v, keras.Variable) for v in slots)):
+            continue
+        if name == "_trainable_variables":
+            continue
+        target = getattr(new, name, None)
+        if not isinstance(target, list) or len(target) != len(new._trainable_variables):
+            continue
+        for new_variable, old_variable in pairs:
+            target[new._get_variable_index(new_variable)].assign(slots[old._get_variable_index(old_variable)])
 
 
 def metric_names(tasks, validation=True):

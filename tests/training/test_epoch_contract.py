@@ -117,7 +117,7 @@ def test_a_model_with_layers_outside_its_trunk_and_heads_is_refused():
     trunk = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)], name="trunk")
     head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="head_a")
     model = keras.Model(inputs, {"a": head(trunk(scaled))})
-    with pytest.raises(ValueError, match=r"not just the heads on the trunk.*`trunk` does not read "
+    with pytest.raises(ValueError, match=r"not just paths on the trunk.*`trunk` does not read "
                                          r"the model's input directly"):
         Trainer(model)
     after = keras.layers.Dense(2)(head(trunk(inputs)))
