@@ -168,6 +168,7 @@ class Trainer:
             for new_variable, old_variable in carry:
                 new_variable.assign(old_variable)
             _copy_slots(old, optimizer, carry + [(w, w) for w in self.weighting.trainable])
+        model.stop_training = getattr(self.model, "stop_training", False)
         self.model, self.parts, self.optimizer = model, parts, optimizer
         if self._capture is not None:
             self._capture = _BranchCapture(self, self._capture.tap_all)
@@ -810,7 +811,8 @@ def _copy_slots(old, new, pairs):
         if not isinstance(target, list) or len(target) != len(new._trainable_variables):
             continue
         for new_variable, old_variable in pairs:
-            target[new._get_variable_index(new_variable)].assign(slots[old._get_variable_index(old_variable)])
+            if new._var_key(new_variable) in new._trainable_variables_indices:  # not BN statistics
+                target[new._get_variable_index(new_variable)].assign(slots[old._get_variable_index(old_variable)])
 
 
 def metric_names(tasks, validation=True):

@@ -9,7 +9,8 @@ import importlib
 from mtl_tf.names import unknown_name
 
 # Names the common contract gives; the other families are added with their issues.
-REPRODUCTIONS = {"allconv": "training.reproduce.allconv", "siamese": "training.reproduce.siamese"}
+REPRODUCTIONS = {"allconv": "training.reproduce.allconv", "siamese": "training.reproduce.siamese",
+                 "selective_sharing": "training.reproduce.selective_sharing"}
 
 
 def get(name):

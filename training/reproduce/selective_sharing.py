@@ -1,0 +1,338 @@
+"""Paper 002 (Selective Sharing) on MNIST: the STL baseline, the MTL baseline and Selective
+Sharing with each criterion; then the same protocol on Fashion-MNIST and the letters.
+
+Protocol (section 4): `train50k` / `val10k` / `test` (Fashion-MNIST and the letters: the
+first 50,000 / last 10,000 of their training sets, and their test sets); pixels / 255, no
+other preprocessing; ten one-vs-all binary tasks (the STL baseline: one 10-way softmax);
+SGD, learning rate 0.02, momentum 0.5, batch 64, 30 epochs; the test accuracy of the epoch
+with the best validation accuracy (the paper tests "the best performing validation
+model"). A digit is predicted as the task whose sigmoid is the highest. Run i of every
+setting starts from the same seed, so settings are compared on paired initialisations.
+"""
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+import zoo
+from mtl_tf.data import load_numpy
+from mtl_tf.data.paths import atomic_path, atomic_write_bytes
+from training.reproduce.common import Workdir, check_only, device, format_seconds, mean_std, versions, write_json
+from training.selective_sharing import CRITERIA, SelectiveSharing
+from training.trainer import Trainer
+from zoo.selective_sharing import groups_of, one_vs_all_tasks, predict_digits
+
+PAPER = "002_a980f6a32678738a.txt"
+NAME = "selective_sharing"
+PROFILES = {
+    "full": {"runs": 3, "epochs": 30, "train": None},
+    "quick": {"runs": 2, "epochs": 6, "train": 10000},
+}
+BATCH_SIZE = 64
+LEARNING_RATE = 0.02
+MOMENTUM = 0.5
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "letters": "letters A-J (rendered from fonts)"}
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion_mnist": ["T-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                      "sneaker", "bag", "boot"],
+    "letters": list("ABCDEFGHIJ"),
+}
+METHODS = ("stl", "mtl") + CRITERIA
+PAPER_ACCURACY = {("mnist", "similarity"): 0.990}
+PAPER_GROUPS = [["2", "3", "5"], ["6", "8", "9"]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    data: str
+    method: str
+
+    @property
+    def name(self):
+        return f"{self.data} {self.method}"
+
+
+def settings():
+    return [Setting(d, m) for d in DATASETS for m in METHODS]
+
+
+def task_names(data):
+    return [f"class_{c}" for c in range(10)] if data != "mnist" else [f"digit_{d}" for d in range(10)]
+
+
+def load(data, train_size=None):
+    """((x, labels) train, validation, test) with x float32 N x 28 x 28 x 1 in [0, 1]."""
+    if data == "mnist":
+        parts = [load_numpy("mnist", s) for s in ("train50k", "val10k", "test")]
+    else:
+        x, y = load_numpy(data, "train")
+        parts = [(x[:50000], y[:50000]), (x[50000:], y[50000:]), load_numpy(data, "test")]
+    if train_size:
+        parts[0] = (parts[0][0][:train_size], parts[0][1][:train_size])
+    return [((x / 255.0).astype("float32")[..., None], y.astype("int64")) for x, y in parts]
+
+
+class ClassAccuracy(keras.callbacks.Callback):
+    """Adds `val_class_accuracy` and `test_class_accuracy` to every epoch's logs: the
+    class is the task with the highest score (one-vs-all) or the softmax's argmax."""
+
+    def __init__(self, data, names):
+        super().__init__()
+        self.data, self.names, self.trainer = data, names, None
+
+    def set_trainer(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_end(self, epoch, logs=None):
+        for prefix, (x, y) in self.data.items():
+            outputs = self.trainer.model.predict(x, batch_size=1000, verbose=0)
+            if len(outputs) == 1:
+                predicted = np.argmax(next(iter(outputs.values())), axis=1)
+            else:
+                predicted = predict_digits(outputs, self.names)
+            logs[f"{prefix}_class_accuracy"] = float(np.mean(predicted == y))
+
+
+def train_run(setting, run_seed, epochs, train_size, log=None):
+    """Trains one model of `setting`; returns the run's record."""
+    (x, y), (xv, yv), (xt, yt) = load(setting.data, train_size)
+    names = task_names(setting.data)
+    keras.utils.set_random_seed(run_seed)
+    if setting.method == "stl":
+        model = zoo.build("selective_sharing_stl", task="digit")
+        tasks, labels = None, {"digit": y}
+    else:
+        tasks = one_vs_all_tasks(names)
+        model = zoo.build("selective_sharing", tasks=tasks)
+        labels = {n: (y == c).astype("int64") for c, n in enumerate(names)}
+    trainer = Trainer(model, tasks=tasks, seed=run_seed,
+                      optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM))
+    callbacks = [ClassAccuracy({"val": (xv, yv), "test": (xt, yt)}, names)]
+    sharing = None
+    if setting.method in CRITERIA:
+        sharing = SelectiveSharing(setting.method, seed=run_seed, verbose=False)
+        callbacks.insert(0, sharing)
+    if log:
+        callbacks.append(EpochLog(log, epochs))
+    start = time.time()
+    history = trainer.fit(x, labels, epochs=epochs, batch_size=BATCH_SIZE, callbacks=callbacks,
+                          verbose=0).history
+    seconds = time.time() - start
+    val, test = np.asarray(history["val_class_accuracy"]), np.asarray(history["test_class_accuracy"])
+    chosen = int(np.argmax(val))
+    record = {
+        "setting": setting.name, "run_seed": run_seed, "epochs": epochs, "seconds": round(seconds, 2),
+        "params": int(trainer.model.count_params()),
+        "test_accuracy": float(test[chosen]), "chosen_epoch": chosen + 1,
+        "test_accuracy_last_epoch": float(test[-1]),
+        "history": {k: [round(float(v), 5) for v in history[k]]
+                    for k in ("loss", "val_class_accuracy", "test_class_accuracy", "branches", "params")
+                    if k in history},
+    }
+    if setting.method != "stl":
+        record["branches"] = len(groups_of(trainer.model))
+        record["groups"] = groups_of(trainer.model)
+    if sharing is not None:
+        record["lock_epoch"] = sharing.lock_epoch
+        record["regroupings"] = [{k: r[k] for k in ("epoch", "clusters", "groups", "params", "seconds")}
+                                 for r in sharing.rows if r["changed"]]
+        record["grouping_seconds"] = round(sum(r["seconds"]["decomposition"] + r["seconds"]["clustering"]
+                                               + r["seconds"]["capture_read"] for r in sharing.rows), 3)
+    return record
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Prints a progress line every 5 epochs and at the last."""
+
+    def __init__(self, log, epochs):
+        super().__init__()
+        self.log, self.epochs = log, epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % 5 == 0 or epoch + 1 == self.epochs:
+            extra = f", {int(logs['branches'])} branches" if "branches" in logs else ""
+            self.log(f"    epoch {epoch + 1}/{self.epochs}: val {logs['val_class_accuracy']:.4f}, "
+                     f"test {logs['test_class_accuracy']:.4f}{extra}")
+
+
+def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
+    """Runs every setting (skipping runs already in `out` or `records`), then writes
+    `results.json`, `report.md` and `groups.png` into `out`. Returns the results dict."""
+    if profile not in PROFILES:
+        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
+    runs = PROFILES[profile]["runs"] if runs is None else runs
+    if not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
+    epochs, train_size = PROFILES[profile]["epochs"], PROFILES[profile]["train"]
+    workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
+                            "train": train_size, "batch_size": BATCH_SIZE,
+                            "learning_rate": LEARNING_RATE, "momentum": MOMENTUM}, records)
+    check_only(only, [s.name for s in settings()])
+    chosen = [s for s in settings() if only is None or s.name in only]
+    log(f"paper 002, profile {profile}: {len(chosen)} settings x {runs} runs x {epochs} epochs "
+        f"into {workdir.out}")
+    found = {}
+    for setting in settings():
+        found[setting.name] = []
+        for run in range(runs):
+            record = workdir.finished(setting.name, run)
+            if record is None and setting in chosen:
+                log(f"[{chosen.index(setting) + 1}/{len(chosen)}] {setting.name}, run {run + 1}/{runs}")
+                record = train_run(setting, seed * 1000 + run, epochs, train_size, log)
+                workdir.save_run(setting.name, run, record)
+                log(f"    test {record['test_accuracy']:.4f} (epoch {record['chosen_epoch']}), "
+                    f"{record['params']:,} parameters ({record['seconds']:.0f} s)")
+            if record is not None:
+                found[setting.name].append(record)
+    workdir.touch()
+    results = summarise(found, profile, runs, seed, epochs, train_size, workdir.wall_seconds)
+    write_json(workdir.out / "results.json", results)
+    plot_groups(found, workdir.out / "groups.png")
+    report = render_report(results, found)
+    atomic_write_bytes(workdir.out / "report.md", report.encode())
+    log(report)
+    return results
+
+
+def summarise(found, profile, runs, seed, epochs, train_size, wall_seconds):
+    rows = []
+    for setting in settings():
+        done = found.get(setting.name, [])
+        for metric in ("test_accuracy", "params", "lock_epoch", "branches"):
+            values = [r[metric] for r in done if r.get(metric) is not None]
+            mean, std = mean_std(values) if values else (None, None)
+            paper = PAPER_ACCURACY.get((setting.data, setting.method)) if metric == "test_accuracy" else None
+            rows.append({"setting": setting.name, "task": "class", "metric": metric, "ours": mean,
+                         "ours_std": std, "runs": len(values), "paper": paper})
+    overhead = [100 * r["grouping_seconds"] / r["seconds"] for rs in found.values() for r in rs
+                if "grouping_seconds" in r]
+    return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(),
+            "versions": versions(), "wall_seconds": round(wall_seconds, 1), "seed": seed,
+            "epochs": epochs, "train": train_size or 50000, "runs_per_setting": runs,
+            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "momentum": MOMENTUM,
+            "grouping_overhead_pct": round(float(np.mean(overhead)), 3) if overhead else None,
+            "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
+            "rows": rows}
+
+
+def _cell(results, setting, metric):
+    return next(r for r in results["rows"] if r["setting"] == setting.name and r["metric"] == metric)
+
+
+def _fmt(row, digits=4, scale=1.0):
+    if row["ours"] is None:
+        return "-"
+    if digits == 0:
+        return f"{row['ours'] * scale:,.0f} +- {row['ours_std'] * scale:,.0f}"
+    return f"{row['ours'] * scale:.{digits}f} +- {row['ours_std'] * scale:.{digits}f}"
+
+
+def _named(groups, data):
+    names = CLASS_NAMES[data]
+    return [[names[int(t.rsplit("_", 1)[1])] for t in g] for g in groups]
+
+
+def render_report(results, found):
+    profile = results["profile"]
+    lines = [
+        "# Paper 002 reproduced: Selective Sharing (task branches merged while training)",
+        "",
+        "Data: MNIST is the paper's (real MNIST, `train50k` / `val10k` / `test`). Beyond the "
+        "paper, the same protocol on Fashion-MNIST (real) and on letters A-J rendered from "
+        "fonts as notMNIST was (not notMNIST itself); `paper` is null for those.",
+        "",
+        f"- Profile: **{profile}**. " + (
+            "The paper's protocol: 30 epochs on all 50,000 training images." if profile == "full" else
+            f"The paper's protocol shrunk: {results['train']:,} training images instead of 50,000 and "
+            f"{results['epochs']} epochs instead of 30 (validation and test sets whole)."),
+        f"- SGD, learning rate {results['learning_rate']}, momentum {results['momentum']}, batch "
+        f"{results['batch_size']}; test accuracy of the epoch with the best validation accuracy; the "
+        "class is the task with the highest score.",
+        "- Selective Sharing: gradients of each task's branch point (640 x 100 kernel) summed over "
+        "each epoch, tensor-train cores (tensorly, rank 5, 10x8x8x10x10), HDBSCAN (`hdbscan`, "
+        "min_cluster_size 2, min_samples 1), merge keeping the branch with the lowest loss, lock after 3 "
+        "epochs without change or when every task is grouped (`training/selective_sharing.py` "
+        "documents each criterion's rule).",
+        f"- Runs: {results['runs_per_setting']} per setting (seeds {results['seed']} * 1000 + i, the same "
+        "in every setting).",
+        f"- Machine: {results['device']}. Versions: " + ", ".join(
+            f"{k} {v}" for k, v in results["versions"].items()) + ".",
+        f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
+        f"({format_seconds(results['train_seconds'])} of it training). Grouping (reading the "
+        f"captured sums, decomposition, clustering) took "
+        + (f"{results['grouping_overhead_pct']:.2f}% of the Selective Sharing runs' training time."
+           if results["grouping_overhead_pct"] is not None else "no time yet."),
+        "",
+    ]
+    missing = [s.name for s in settings() if len(found.get(s.name, [])) < results["runs_per_setting"]]
+    if missing:
+        lines += [f"**Partial: settings with missing runs: {', '.join(missing)}.**", ""]
+    for data, title in DATASETS.items():
+        lines += [f"## {title}: test accuracy, parameters, lock epoch, branches (mean +- std)", "",
+                  "| method | test accuracy (ours) | paper | difference | # params | lock epoch | # branches |",
+                  "|---|---|---|---|---|---|---|"]
+        for method in METHODS:
+            s = Setting(data, method)
+            acc = _cell(results, s, "test_accuracy")
+            paper = acc["paper"]
+            diff = "-" if paper is None or acc["ours"] is None else f"{acc['ours'] - paper:+.4f}"
+            label = {"stl": "STL baseline", "mtl": "MTL baseline"}.get(method, f"Selective Sharing - {method}")
+            lines.append(f"| {label} | {_fmt(acc)} | {'-' if paper is None else f'{paper:.3f}'} | {diff} | "
+                         f"{_fmt(_cell(results, s, 'params'), 0)} | {_fmt(_cell(results, s, 'lock_epoch'), 1)} | "
+                         f"{_fmt(_cell(results, s, 'branches'), 1)} |")
+        lines += ["", "Groups formed (tasks sharing a branch at the end, per run):", ""]
+        for method in CRITERIA:
+            runs = found.get(Setting(data, method).name, [])
+            for i, r in enumerate(runs):
+                shared = [g for g in _named(r["groups"], data) if len(g) > 1]
+                lines.append(f"- {method}, run {i + 1}: " + (", ".join(
+                    "{" + ", ".join(g) + "}" for g in shared) or "none") + f" (lock epoch {r['lock_epoch']})")
+        if data == "mnist":
+            lines.append("- paper (similarity): {2, 3, 5}, {6, 8, 9}")
+        lines.append("")
+    lines += ["## Groups", "", "![Which tasks share a branch at the end of each run](groups.png)", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_groups(found, path):
+    """For each data set and criterion, how often two classes ended in one branch (over
+    runs), as a 10 x 10 matrix; the paper's MNIST groups beside them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(DATASETS), len(CRITERIA) + 1, figsize=(3.2 * (len(CRITERIA) + 1),
+                                                                        3.2 * len(DATASETS)))
+    for row, data in enumerate(DATASETS):
+        names = CLASS_NAMES[data]
+        panels = [(c, [r["groups"] for r in found.get(Setting(data, c).name, [])]) for c in CRITERIA]
+        if data == "mnist":
+            panels.append(("paper (similarity)", [[[f"digit_{d}" for d in g] for g in PAPER_GROUPS]]))
+        for column in range(len(CRITERIA) + 1):
+            ax = axes[row, column]
+            if column >= len(panels):
+                ax.axis("off")
+                continue
+            title, runs = panels[column]
+            together = np.zeros((10, 10))
+            for groups in runs:
+                for g in groups:
+                    idx = [int(t.rsplit("_", 1)[1]) for t in g]
+                    for i in idx:
+                        for j in idx:
+                            together[i, j] += 1
+            together /= max(len(runs), 1)
+            ax.imshow(together, vmin=0, vmax=1, cmap="Blues")
+            ax.set_xticks(range(10), names, rotation=90, fontsize=7)
+            ax.set_yticks(range(10), names, fontsize=7)
+            ax.set_title(f"{DATASETS[data].split(' (')[0]}: {title}\n({len(runs)} runs)", fontsize=9)
+    fig.suptitle("Share of runs in which two classes ended in one branch")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path
