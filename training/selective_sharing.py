@@ -16,7 +16,9 @@ pass (`Trainer.capture_branch_gradients`). At the epoch's end:
 2. **Clustering** (section 3.3) with the `hdbscan` package: `min_cluster_size=2` (a group
    is two tasks or more), `min_samples=1` (a task's core distance is the distance to its
    nearest other task, so two tasks with equal gradients always cluster; with HDBSCAN's
-   default of 2, ten points rarely form any cluster) and excess-of-mass selection. The
+   default of 2, ten points rarely form any cluster) and excess-of-mass selection; all
+   tasks in one cluster is not a result (that would be hard sharing, which the paper's
+   stop rule is there to prevent), so HDBSCAN's `allow_single_cluster` stays off. The
    paper names the criteria but not their rules; ours:
    - `similarity`: HDBSCAN's clusters of the points (Euclidean): close tasks share.
    - `dissimilarity`: HDBSCAN on the inverted distances (max d - d, precomputed): tasks

@@ -116,6 +116,7 @@ class Trainer:
             self._train_totals = _RunningTotals(len(self.tasks))
             self._eval_totals = _RunningTotals(len(self.tasks))
         self._capture = None
+        self._callback_list = None
         self._restore_hooks = []
         self._restored = False  # run_dir was read (by `restore` or the first `fit`)
         self._resumed = False  # a checkpoint was restored and no epoch trained since
@@ -170,6 +171,8 @@ class Trainer:
             _copy_slots(old, optimizer, carry + [(w, w) for w in self.weighting.trainable])
         model.stop_training = getattr(self.model, "stop_training", False)
         self.model, self.parts, self.optimizer = model, parts, optimizer
+        if self._callback_list is not None:  # the callbacks after the one that called this
+            self._callback_list.set_model(model)
         if self._capture is not None:
             self._capture = _BranchCapture(self, self._capture.tap_all)
         self._attach()
@@ -588,6 +591,7 @@ class Trainer:
         callback_list = keras.callbacks.CallbackList(
             callbacks, add_history=False, add_progbar=verbose > 0, model=self.model,
             verbose=verbose, epochs=end, steps=steps)
+        self._callback_list = callback_list  # `replace_model` hands the callbacks the new model
         writers = self._summary_writers()
         self.model.stop_training = False
         callback_list.on_train_begin()
@@ -619,8 +623,6 @@ class Trainer:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(validation_data, batch_size).items()})
             self._resumed = False
             callback_list.on_epoch_end(epoch, logs)
-            if callback_list.model is not self.model:  # a callback replaced it
-                callback_list.set_model(self.model)
             logs = final.logs  # with what the callbacks added (CallbackList copies the dict)
             self._write_summaries(writers, logs, epoch)
             self._save(epoch)

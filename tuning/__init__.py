@@ -24,6 +24,7 @@ from tuning.hypermodels import (
     AllConvHyperModel,
     HardSharingHyperModel,
     MultiTaskHyperModel,
+    SelectiveSharingHyperModel,
     SiameseHyperModel,
 )
 
@@ -39,7 +40,8 @@ class _NoTrialRetracingWarning(logging.Filter):
 
 logging.getLogger("tensorflow").addFilter(_NoTrialRetracingWarning())
 
-HYPERMODELS = {cls.family: cls for cls in (HardSharingHyperModel, AllConvHyperModel, SiameseHyperModel)}
+HYPERMODELS = {cls.family: cls for cls in (HardSharingHyperModel, AllConvHyperModel, SiameseHyperModel,
+                                           SelectiveSharingHyperModel)}
 
 
 def list_hypermodels():

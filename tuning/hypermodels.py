@@ -206,3 +206,58 @@ class SiameseHyperModel(MultiTaskHyperModel):
                          input_shape=self.input_shape,
                          pipe=hp.Choice("pipe", ["shallow", "deep", "conv"], default="conv"),
                          weight_sharing=hp.Boolean("weight_sharing", default=True))
+
+
+class SelectiveSharingHyperModel(MultiTaskHyperModel):
+    """`selective_sharing` (paper 002): the shared layer's and the branch point's widths,
+    and the sharing criterion; `mtl` (branches never merged) is the baseline among them.
+    Tasks default to the ten one-vs-all digit tasks."""
+
+    family = "selective_sharing"
+    CRITERIA = ("similarity", "dissimilarity", "variance", "random", "mtl")
+
+    def __init__(self, tasks=None, input_shape=(28, 28, 1), **kwargs):
+        from zoo.selective_sharing import one_vs_all_tasks
+
+        super().__init__(tasks or one_vs_all_tasks(), input_shape, **kwargs)
+
+    def build_model(self, hp):
+        hp.Choice("criterion", list(self.CRITERIA), default="similarity")
+        # A finished trial records the groups it formed (see `fit`), so the tuner's
+        # `get_best_models` rebuilds the merged model its checkpoint was written from.
+        return zoo.build("selective_sharing", tasks=list(self.tasks), input_shape=self.input_shape,
+                         shared_units=hp.Choice("shared_units", [320, 640, 1024], default=640),
+                         branch_units=(hp.Choice("branch_units", [50, 100, 200], default=100), 50),
+                         groups=hp.values.get("groups"))
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        """Trains with the Selective Sharing callback of the chosen criterion, and
+        records the final grouping in the trial's values (`groups`)."""
+        from training.selective_sharing import SelectiveSharing
+        from zoo.selective_sharing import groups_of
+
+        callbacks = list(callbacks or [])
+        if hp.values["criterion"] != "mtl":
+            callbacks.insert(0, SelectiveSharing(hp.values["criterion"], seed=self.seed, verbose=False))
+        recorder = _GroupsAtBestEpoch(callbacks)
+        history = super().fit(hp, model, *args, callbacks=callbacks + [recorder], **kwargs)
+        hp.values["groups"] = recorder.groups or groups_of(self.trainer.model)
+        return history
+
+
+class _GroupsAtBestEpoch(keras.callbacks.Callback):
+    """The grouping of the epoch keras-tuner's trial checkpoint (its callback with an
+    `objective`) last saved, so the best model rebuilds with the groups of its weights."""
+
+    def __init__(self, callbacks):
+        super().__init__()
+        self.savers = [c for c in callbacks if hasattr(c, "objective") and hasattr(c, "best_value")]
+        self.groups = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        from zoo.selective_sharing import groups_of
+
+        for saver in self.savers:
+            objective = saver.objective
+            if not objective.has_value(logs) or saver.best_value == objective.get_value(logs):
+                self.groups = groups_of(self.model)

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from mtl_tf.data.paths import atomic_write_bytes
 from mtl_tf.names import unknown_name
 from training.distributed import free_ports, stop
@@ -57,8 +59,8 @@ def _check(family, tuner, objective, weightings, tasks):
 def _hypermodel(family, tasks, weightings):
     import tuning
 
-    if family == "siamese":
-        return tuning.hypermodel("siamese", weightings=weightings)
+    if family in ("siamese", "selective_sharing"):
+        return tuning.hypermodel(family, weightings=weightings)
     return tuning.hypermodel(family, tasks={t: 10 for t in tasks}, input_shape=(28, 28, 1),
                              weightings=weightings)
 
@@ -69,6 +71,13 @@ def _data(family, tasks, limit, seed):
         from mtl_tf.data import load_numpy
 
         x, y = load_numpy("mnist_pairs", "train", n=limit or 1000, seed=seed)
+    elif family == "selective_sharing":  # MNIST as one-vs-all tasks (paper 002)
+        from mtl_tf.data import load_numpy
+
+        images, labels = load_numpy("mnist", "train")
+        order = np.random.default_rng(seed).permutation(len(images))[:limit]
+        x = images[order][..., None].astype(np.float32) / 255.0
+        y = {t: (labels[order] == d).astype(np.int64) for d, t in enumerate(tasks)}
     else:
         from training.run import pooled_arrays
 
@@ -107,6 +116,8 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
     objective = [objective] if isinstance(objective, str) else list(objective)
     if family == "siamese":
         tasks = ["compare", "digit_a", "digit_b"]
+    if family == "selective_sharing":
+        tasks = [f"digit_{d}" for d in range(10)]
     hypermodel, space = _check(family, tuner, objective, weightings, tasks)
     folder = Path(directory) / project
     settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,

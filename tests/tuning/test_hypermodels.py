@@ -17,11 +17,25 @@ CASES = {
     "allconv": lambda: (tuning.hypermodel("allconv", tasks={"mnist": 10, "fashion_mnist": 10},
                                           input_shape=(28, 28, 1)), two_task_batch(64)),
     "siamese": lambda: (tuning.hypermodel("siamese"), pair_batch(128)),
+    "selective_sharing": lambda: (tuning.hypermodel("selective_sharing", tasks=_one_vs_all(["a", "b", "c"])),
+                                  _digits_batch(96)),
 }
 
 
+def _one_vs_all(names):
+    from zoo.selective_sharing import one_vs_all_tasks
+
+    return one_vs_all_tasks(names)
+
+
+def _digits_batch(n):
+    x, y = two_task_batch(n)
+    digits = y["mnist"]
+    return x, {t: (digits % 3 == i).astype("int64") for i, t in enumerate("abc")}
+
+
 def test_every_family_has_a_hypermodel_and_bad_names_are_named():
-    assert tuning.list_hypermodels() == ["allconv", "hard_sharing", "siamese"]
+    assert tuning.list_hypermodels() == ["allconv", "hard_sharing", "selective_sharing", "siamese"]
     with pytest.raises(ValueError, match=r"name='hard_shraing'.*Did you mean 'hard_sharing'"):
         tuning.hypermodel("hard_shraing", tasks={"a": 2}, input_shape=(4,))
     with pytest.raises(ValueError, match=r"weightings='pcgard'.*Did you mean 'pcgrad'"):
@@ -136,3 +150,22 @@ def test_a_failing_trial_is_marked_failed_and_the_search_goes_on(tmp_path):
     assert statuses == ["COMPLETED", "COMPLETED", "FAILED"]
     # Two objectives: keras-tuner's multi-objective score, lower is better.
     assert all(t.score is not None for t in search.oracle.trials.values() if t.status == "COMPLETED")
+
+
+def test_the_sharing_criterion_reaches_the_trainer_and_the_best_model_keeps_its_groups(tmp_path):
+    hypermodel = tuning.hypermodel("selective_sharing", tasks=_one_vs_all(["a", "b", "c", "d"]),
+                                   weightings=["equal"])
+    x, y = two_task_batch(96)
+    even, small = (y["mnist"] % 2 == 0).astype("int64"), (y["mnist"] < 5).astype("int64")
+    y = {"a": even, "b": even.copy(), "c": small, "d": small.copy()}  # two pairs of copies
+    fixed = keras_tuner.HyperParameters()
+    fixed.Fixed("criterion", "similarity")
+    search = keras_tuner.RandomSearch(hypermodel, objective=tuning.objective("val_mean_accuracy"),
+                                      max_trials=1, hyperparameters=fixed, directory=str(tmp_path),
+                                      project_name="ss")
+    search.search(x, y, validation_data=(x, y), epochs=2, batch_size=32, verbose=0)
+    best_hp = search.get_best_hyperparameters(1)[0]
+    assert best_hp.values["criterion"] == "similarity"
+    assert best_hp.values["groups"] == [["a", "b"], ["c", "d"]]
+    best = search.get_best_models(1)[0]
+    assert best.count_params() == hypermodel.trainer.model.count_params()
