@@ -38,3 +38,4 @@ bench: data
 	$(PY) -m benchmarks.gradient_taps
 	$(PY) -m benchmarks.throughput
 	$(PY) -m benchmarks.allconv_speed
+	$(PY) -m benchmarks.selective_sharing
