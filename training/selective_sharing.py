@@ -60,6 +60,7 @@ from mtl_tf.names import unknown_name
 from zoo.selective_sharing import groups_of, normalize_groups, regroup
 
 CRITERIA = ("similarity", "dissimilarity", "variance", "random")
+DEFAULT_RANK = 5
 STATE_FILE = "selective_sharing.json"
 
 
@@ -95,11 +96,13 @@ def check_rank(rank, shape):
                          f"(at most {limit} at its widest bond). Received: rank={rank!r}")
 
 
-def tt_cores(gradient, rank=5, shape=None):
+def tt_cores(gradient, rank=None, shape=None):
     """The TT cores of `gradient` reshaped to `shape` (default `tt_shape`), each bond's
-    components signed so their largest entry in the core before it is positive."""
+    components signed so their largest entry in the core before it is positive. `rank`
+    defaults to `DEFAULT_RANK`, or less where the tensor allows less."""
     gradient = np.asarray(gradient, np.float64)
     shape = tuple(shape or tt_shape(*gradient.shape))
+    rank = min(DEFAULT_RANK, max(max_tt_ranks(shape))) if rank is None else rank
     check_rank(rank, shape)
     ranks = [1] + [min(rank, r) for r in max_tt_ranks(shape)] + [1]
     cores = [np.array(c) for c in tensor_train(tl.tensor(gradient.reshape(shape)), rank=ranks)]
@@ -112,14 +115,14 @@ def tt_cores(gradient, rank=5, shape=None):
     return cores
 
 
-def tt_point(gradient, rank=5, shape=None):
+def tt_point(gradient, rank=None, shape=None):
     """One task's point: its TT cores (`tt_cores`), each divided by its norm, flattened
     and stacked."""
     cores = tt_cores(gradient, rank, shape)
     return np.concatenate([(c / (np.linalg.norm(c) or 1.0)).ravel() for c in cores])
 
 
-def tt_points(gradients, rank=5, shape=None):
+def tt_points(gradients, rank=None, shape=None):
     """T x I x D gradients -> T points (rows). All tasks' points have the same length,
     since their tensors have the same shape and ranks."""
     return np.stack([tt_point(g, rank, shape) for g in np.asarray(gradients)])
@@ -201,7 +204,8 @@ class SelectiveSharing(keras.callbacks.Callback):
     Args:
         criterion: `"similarity"`, `"dissimilarity"`, `"variance"` or `"random"`.
             Defaults to `"similarity"`.
-        rank: int. The TT-rank of the gradient decomposition. Defaults to `5`.
+        rank: int or None. The TT-rank of the gradient decomposition. Defaults to `None`:
+            `DEFAULT_RANK` (5), or less where the branch point's tensor allows less.
         min_samples: int. HDBSCAN's `min_samples`. Defaults to `1`.
         patience: int. Clustering epochs without a change before grouping locks.
             Defaults to `3` (the paper's choice).
@@ -228,13 +232,13 @@ class SelectiveSharing(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, criterion="similarity", rank=5, min_samples=1, patience=3, start_epoch=1,
+    def __init__(self, criterion="similarity", rank=None, min_samples=1, patience=3, start_epoch=1,
                  seed=0, verbose=True):
         super().__init__()
         if criterion not in CRITERIA:
             raise unknown_name("sharing criterion", "criterion", criterion, CRITERIA)
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"`rank` must be a positive integer. Received: rank={rank!r}")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"`rank` must be a positive integer or None. Received: rank={rank!r}")
         for key, value in (("patience", patience), ("start_epoch", start_epoch),
                            ("min_samples", min_samples)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -299,6 +303,8 @@ class SelectiveSharing(keras.callbacks.Callback):
             self._rebuild(self.groups_at(reached))
         trainer.add_restore_hook(self._before_restore)
         trainer.capture_branch_gradients(not self.locked)
+        if self.rank is not None and trainer._capture is not None:  # refused now, not after an epoch
+            check_rank(self.rank, tt_shape(*trainer._capture.total.shape[1:]))
 
     def _before_restore(self, epoch):
         """The trainer restores a checkpoint of `epoch` epochs: rebuild its grouping."""
