@@ -235,6 +235,6 @@ def test_bad_input_is_refused_with_the_argument_named():
         tt_point(np.ones((6, 4)), rank=99)
     x, y = _problem(n=64)
     trainer = _trainer(_model())
-    with pytest.raises(ValueError, match=r"`rank` 99 is larger than a tensor of shape \(8, 4\)"):
+    with pytest.raises(ValueError, match=r"`rank` 99 is larger than a tensor of shape \(8, 2, 8\)"):
         trainer.fit(x, y, epochs=1, callbacks=[SelectiveSharing(rank=99)], verbose=0)
     assert int(trainer.epoch.numpy()) == 0  # refused before training
