@@ -79,7 +79,7 @@ def _train(args):
         args.model, args.tasks.split(","), args.run_dir, weighting=args.weighting,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         limit=args.limit, seed=args.seed, model_kwargs=_parse_kwargs(args.model_option),
-        weighting_kwargs=_parse_kwargs(args.weighting_option))
+        weighting_kwargs=_parse_kwargs(args.weighting_option), sharing=args.sharing)
     _print_test(test)
 
 
@@ -162,6 +162,9 @@ def build_parser():
     train.add_argument("--tasks", default="mnist,fashion_mnist",
                        help="comma-separated data sets, one task each")
     train.add_argument("--weighting", default="equal", help="a weighting strategy name")
+    train.add_argument("--sharing", default=None, metavar="CRITERION",
+                       help="selective_sharing only: merge branches while training by similarity, "
+                            "dissimilarity, variance or random (paper 002)")
     train.add_argument("--weighting-option", action="append", metavar="KEY=VALUE",
                        help="a weighting argument, e.g. sigma=40 (repeatable)")
     train.add_argument("--model-option", action="append", metavar="KEY=VALUE",

@@ -33,8 +33,9 @@ def pooled_arrays(task_names, split, limit=None, seed=0):
 
 def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_size=128,
           learning_rate=1e-3, limit=None, seed=0, model_kwargs=None, weighting_kwargs=None,
-          verbose=1):
-    """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs)."""
+          verbose=1, sharing=None):
+    """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs).
+    `sharing`: a Selective Sharing criterion, for the `selective_sharing` model."""
     import keras
 
     from training.trainer import Trainer
@@ -44,6 +45,16 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
               "weighting_kwargs": weighting_kwargs or {}, "model_kwargs": model_kwargs or {},
               "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
               "limit": limit, "seed": seed}
+    if sharing is not None:
+        if model_name != "selective_sharing":
+            raise ValueError(f"`sharing` merges the branches of the `selective_sharing` model; "
+                             f"model {model_name!r} has none. Received: sharing={sharing!r}")
+        from training.selective_sharing import SelectiveSharing
+
+        callbacks = [SelectiveSharing(sharing, seed=seed)]
+        config["sharing"] = sharing
+    else:
+        callbacks = []
     config_path = run_dir / "config.json"
     if config_path.exists():
         previous = json.loads(config_path.read_text())
@@ -73,7 +84,7 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         config_path.write_text(json.dumps(config, indent=2))
     start = time.time()
     history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
-                          validation_data=(x_val, y_val), verbose=verbose)
+                          validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
     test = trainer.evaluate((x_test, y_test))
     if chief:
         (run_dir / "test_metrics.json").write_text(json.dumps(
@@ -94,11 +105,11 @@ def _cluster_strategy():
 
 
 
-def build_model(config):
+def build_model(config, **overrides):
     import zoo
 
     return zoo.build(config["model"], tasks={t: 10 for t in config["tasks"]},
-                     input_shape=(28, 28, 1), **config.get("model_kwargs", {}))
+                     input_shape=(28, 28, 1), **{**config.get("model_kwargs", {}), **overrides})
 
 
 def restore_model(run_dir):
@@ -110,10 +121,16 @@ def restore_model(run_dir):
     if not config_path.is_file():
         raise FileNotFoundError(f"`run_dir` has no config.json; is it a run directory of "
                                 f"`mtl-tf train`? Received: run_dir={str(run_dir)!r}")
-    model = build_model(json.loads(config_path.read_text()))
     latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     if latest is None:
         raise FileNotFoundError(f"`run_dir` has no checkpoint yet. Received: run_dir={str(run_dir)!r}")
+    config = json.loads(config_path.read_text())
+    overrides = {}
+    if config.get("sharing"):  # the branches as merged when that checkpoint was written
+        from training.selective_sharing import groups_at_checkpoint
+
+        overrides["groups"] = groups_at_checkpoint(run_dir, int(latest.rsplit("-", 1)[1]))
+    model = build_model(config, **overrides)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return model
 

@@ -47,6 +47,7 @@ resumes from.
 
 import json
 import time
+from pathlib import Path
 
 import hdbscan
 import keras
@@ -194,6 +195,17 @@ def join(groups, clusters, names):
     for i, group in enumerate(groups):
         merged.setdefault(find(i), []).extend(group)
     return normalize_groups(list(merged.values()), names)
+
+
+def groups_at_checkpoint(run_dir, epoch):
+    """The grouping a Selective Sharing run in `run_dir` had after `epoch` epochs (its
+    checkpoint of that epoch was written from it), or None before any merge."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    rows = [r for r in state["rows"] if r["epoch"] <= epoch]
+    return rows[-1]["groups"] if rows else state["initial_groups"]
 
 
 # === The callback =============================================================================

@@ -56,6 +56,10 @@ def test_train_export_predict(tmp_path):
     (["train", "hard_sharing", "--weighting", "gradnrom", "--run-dir", "x", "--limit", "10"],
      "Did you mean 'gradnorm'"),
     (["export", "no-such-run", "--to", "y"], "run_dir='no-such-run'"),
+    (["train", "hard_sharing", "--sharing", "similarity", "--run-dir", "x", "--limit", "10"],
+     "`sharing` merges the branches of the `selective_sharing` model"),
+    (["train", "selective_sharing", "--sharing", "closest", "--run-dir", "x", "--limit", "10"],
+     "criterion='closest'"),
 ])
 def test_bad_arguments_are_clear_errors(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
@@ -163,3 +167,23 @@ def test_train_with_two_workers_matches_one_process(weighting, tmp_path):
         "checkpoints", "config.json", "history.csv", "tensorboard", "test_metrics.json", "trainer.json"]
     for got, want in zip(restore_model(tmp_path / "two").weights, restore_model(tmp_path / "one").weights):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-3, atol=2e-4, err_msg=got.path)
+
+
+def test_train_with_selective_sharing_then_export_the_merged_model(tmp_path):
+    from training import run as run_module
+    from zoo.selective_sharing import groups_of, normalize_groups
+
+    run = tmp_path / "run"
+    tasks = ["mnist", "fashion_mnist", "letters"]
+    _cli("train", "selective_sharing", "--tasks", ",".join(tasks), "--sharing", "similarity",
+         "--limit", "600", "--epochs", "2", "--batch-size", "64", "--run-dir", run,
+         "--model-option", "trunk=dense", "--model-option", "shared_units=32",
+         "--model-option", "branch_units=[16,8]")
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"branches", "params", "sharing_decomposition_seconds"} <= set(header)
+    state = json.loads((run / "selective_sharing.json").read_text())
+    assert [r["epoch"] for r in state["rows"]][:1] == [1]
+    model = run_module.restore_model(run)
+    assert groups_of(model) == normalize_groups(state["rows"][-1]["groups"], tasks)
+    _cli("export", run, "--to", tmp_path / "saved")
+    assert (tmp_path / "saved" / "saved_model.pb").is_file()
