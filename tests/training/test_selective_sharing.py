@@ -205,20 +205,33 @@ def test_resume_rebuilds_the_grouping_of_the_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(ss, "cluster_tasks", lambda *args, **kwargs: next(merges))
     x, y = _problem(n=64)
     trainer = _trainer(_model(), run_dir=tmp_path)
-    trainer.fit(x, y, epochs=2, batch_size=32, callbacks=[SelectiveSharing(verbose=False)], verbose=0)
+    trainer.fit(x, y, epochs=3, batch_size=32, callbacks=[SelectiveSharing(verbose=False)], verbose=0)
     weights = [w.numpy() for w in trainer.model.weights]
 
-    # A fresh process would build the ungrouped model: the callback rebuilds the grouping.
+    # A fresh process builds the ungrouped model: the callback rebuilds the grouping.
     callback = SelectiveSharing(verbose=False)
     again = _trainer(_model(seed=1), run_dir=tmp_path)
     callback.set_trainer(again)
-    assert again.restore() == 2
-    assert groups_of(again.model) == [["a", "a_copy"], ["b"], ["c"], ["d"]]
+    assert again.restore() == 3
+    assert groups_of(again.model) == [["a", "a_copy"], ["b", "c"], ["d"]]
     for w, expected in zip(again.model.weights, weights):
         assert np.array_equal(w.numpy(), expected)
-    history = again.fit(x, y, epochs=3, batch_size=32, callbacks=[callback], verbose=0).history
-    assert history["branches"] == [3.0]
-    assert [r["epoch"] for r in callback.rows] == [1, 2, 3]
+
+    # Killed after epoch 3's grouping was recorded but before its checkpoint was whole:
+    # the run resumes from epoch 2, with epoch 2's grouping.
+    data = next((tmp_path / "checkpoints").glob("ckpt-3.data-*"))
+    data.write_bytes(data.read_bytes()[:100])
+    callback = SelectiveSharing(verbose=False)
+    again = _trainer(_model(seed=1), run_dir=tmp_path)
+    callback.set_trainer(again)
+    with pytest.warns(UserWarning, match="cannot be read"):
+        assert again.restore() == 2
+    assert groups_of(again.model) == [["a", "a_copy"], ["b"], ["c"], ["d"]]
+    monkeypatch.setattr(ss, "cluster_tasks", lambda *args, **kwargs: [])
+    history = again.fit(x, y, epochs=4, batch_size=32, callbacks=[callback], verbose=0).history
+    assert history["branches"] == [4.0, 4.0]
+    assert [r["epoch"] for r in callback.rows] == [1, 2, 3, 4]
+    assert not callback.rows[2]["changed"]
 
 
 # === Bad input ================================================================================
