@@ -183,7 +183,7 @@ def regroup(model, groups, keep=None):
     return new, pairs
 
 
-def _trunk(input_shape, trunk, filters, kernel_size, shared_units):
+def _trunk(input_shape, trunk, filters, kernel_size, shared_units, name="trunk"):
     layers = [keras.Input(input_shape)]
     if trunk == "conv":
         if len(input_shape) == 2:
@@ -194,7 +194,7 @@ def _trunk(input_shape, trunk, filters, kernel_size, shared_units):
     elif trunk != "dense":
         layers.append(trunk)
     layers += [keras.layers.Flatten(), keras.layers.Dense(shared_units, activation="relu")]
-    return keras.Sequential(layers, name="trunk")
+    return keras.Sequential(layers, name=name)
 
 
 def _branch(shared_units, branch_units, name):
@@ -209,11 +209,17 @@ def _head(width, outputs, name):
 
 
 @register("selective_sharing_stl")
-def selective_sharing_stl(num_classes=10, input_shape=(28, 28, 1), task="digit", trunk="conv",
-                          filters=(20, 40), kernel_size=5, shared_units=640, branch_units=(100, 50),
+def selective_sharing_stl(tasks=None, input_shape=(28, 28, 1), trunk="conv", filters=(20, 40),
+                          kernel_size=5, shared_units=640, branch_units=(100, 50),
                           name="selective_sharing_stl"):
-    """The paper's single-task baseline: the same trunk and one branch ending in a
-    `num_classes`-way softmax (logits), output `task`.
+    """The paper's single-task baseline: for each task a net of its own, the same trunk
+    and one branch ending in the task's outputs (on MNIST, one net with a 10-way softmax,
+    as logits). Layers are named `trunk_<task>`, `branch_<task>`, `head_<task>`.
+
+    Args:
+        tasks: dict of task name -> outputs, or a list of `mtl_tf.tasks.Task`. Defaults
+            to `{"digit": 10}`.
+        The others as `selective_sharing`.
 
     Example:
     ```python
@@ -223,12 +229,17 @@ def selective_sharing_stl(num_classes=10, input_shape=(28, 28, 1), task="digit",
     assert model(np.zeros((2, 28, 28, 1), "float32"))["digit"].shape == (2, 10)
     ```
     """
+    tasks = as_tasks(tasks if tasks is not None else {"digit": 10})
     input_shape = _check_shape(input_shape)
+    branch_units = tuple(branch_units)
     inputs = keras.Input(input_shape, name="inputs")
-    features = _branch(shared_units, tuple(branch_units), f"branch_{task}")(
-        _trunk(input_shape, trunk, filters, kernel_size, shared_units)(inputs))
-    return keras.Model(inputs, {task: _head(branch_units[-1], num_classes, f"head_{task}")(features)},
-                       name=name)
+    outputs = {}
+    for task in tasks:
+        representation = _trunk(input_shape, trunk, filters, kernel_size, shared_units,
+                                f"trunk_{task.name}")(inputs)
+        features = _branch(shared_units, branch_units, f"branch_{task.name}")(representation)
+        outputs[task.name] = _head(branch_units[-1], task.num_outputs, f"head_{task.name}")(features)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def predict_digits(outputs, task_names=DIGIT_TASKS):

@@ -102,7 +102,7 @@ def train_run(setting, run_seed, epochs, train_size, log=None):
     names = task_names(setting.data)
     keras.utils.set_random_seed(run_seed)
     if setting.method == "stl":
-        model = zoo.build("selective_sharing_stl", task="digit")
+        model = zoo.build("selective_sharing_stl", tasks={"digit": 10})
         tasks, labels = None, {"digit": y}
     else:
         tasks = one_vs_all_tasks(names)
