@@ -9,6 +9,11 @@ data (some examples unlabelled) train each task only on its own examples:
 - regression and reconstruction: a float target, `NaN` where unlabelled (any NaN in an
   example's target masks the whole example).
 
+A reconstruction whose target is computed by the model itself (a denoising auto-encoder
+on a hidden layer, paper 001) has `target="output"`: the model's output holds the
+reconstruction and its target, stacked on axis 1; its labels are optional (zeros, or NaN
+to mask an example).
+
 `Task.loss(y_true, y_pred, mask=None)` is the mean loss over the labelled examples only,
 0 when a batch has none; an explicit `mask` (1 = labelled) combines with the label's own.
 """
@@ -33,6 +38,11 @@ class Task:
             `"mse"` otherwise. Defaults by kind.
         higher_is_better: bool. Whether a larger `metric` is better. Defaults by metric.
         from_logits: bool. Outputs are logits (no softmax/sigmoid). Defaults to `True`.
+        target: str. `"label"` (the labels are the targets) or, for a reconstruction,
+            `"output"`: the output is (reconstruction, target) on axis 1, the loss is the
+            sigmoid cross-entropy of the reconstruction's logits (`from_logits`, targets in
+            [0, 1]) or the squared error, and the metric the squared error. Defaults to
+            `"label"`.
 
     Example:
     ```python
@@ -48,6 +58,7 @@ class Task:
     metric: str = None
     higher_is_better: bool = None
     from_logits: bool = True
+    target: str = "label"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -61,6 +72,11 @@ class Task:
         if self.kind == "binary" and self.num_outputs != 1:
             raise ValueError(f"A binary task has one output. Received: num_outputs="
                              f"{self.num_outputs} for task {self.name!r}")
+        if self.target not in ("label", "output"):
+            raise ValueError(f"`target` must be 'label' or 'output'. Received: target={self.target!r}")
+        if self.target == "output" and self.kind != "reconstruction":
+            raise ValueError(f"Only a reconstruction task reads its target from the output. Received: "
+                             f"target='output' for {self.kind} task {self.name!r}")
         if self.metric is None:
             classification = self.kind in ("multiclass", "binary")
             object.__setattr__(self, "metric", "accuracy" if classification else "mse")
@@ -92,6 +108,12 @@ class Task:
                 return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
             p = tf.clip_by_value(logits, 1e-7, 1 - 1e-7)
             return -(labels * tf.math.log(p) + (1 - labels) * tf.math.log(1 - p))
+        if self.target == "output":
+            flat = tf.reshape(y_pred[:, 0], [tf.shape(y_pred)[0], -1])
+            target = tf.reshape(y_pred[:, 1], [tf.shape(y_pred)[0], -1])
+            if self.from_logits:
+                return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=flat), axis=1)
+            return tf.reduce_mean(tf.square(flat - target), axis=1)
         target = tf.reshape(tf.cast(y_true, tf.float32), [tf.shape(y_pred)[0], -1])
         target = tf.where(tf.math.is_nan(target), tf.zeros_like(target), target)
         flat = tf.reshape(y_pred, [tf.shape(y_pred)[0], -1])
@@ -122,10 +144,18 @@ class Task:
                 predicted = tf.argmax(y_pred, axis=-1)
             return tf.cast(tf.equal(predicted, tf.reshape(tf.cast(y_true, tf.int64), [-1])),
                            tf.float32)
+        if self.target == "output":
+            y_pred = tf.cast(y_pred, tf.float32)
+            reconstruction = tf.sigmoid(y_pred[:, 0]) if self.from_logits else y_pred[:, 0]
+            return tf.reduce_mean(tf.reshape(tf.square(reconstruction - y_pred[:, 1]),
+                                             [tf.shape(y_pred)[0], -1]), axis=1)
         return self.per_example_loss(y_true, y_pred)
 
     def get_config(self):
-        return dataclasses.asdict(self)
+        config = dataclasses.asdict(self)
+        if config["target"] == "label":  # as configs were before the field existed
+            del config["target"]
+        return config
 
 
 def as_tasks(tasks):

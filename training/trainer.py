@@ -72,6 +72,13 @@ class Trainer:
         seed: int. Seeds the per-epoch shuffling of in-memory data. Defaults to `0`.
         shuffle: bool. Shuffle in-memory data every epoch; `False` takes the batches in
             the arrays' order every epoch (paper 003's authors did). Defaults to `True`.
+        update: `"joint"` (one step on the weighted sum of the losses) or `"alternating"`
+            (paper 001's Algorithm 1: per batch, one step per group of `groups` in turn, on
+            that group's weighted losses). Defaults to `"joint"`.
+        groups: list of lists of task names, for `update="alternating"`, e.g.
+            `[["reconstruction_1"], ["classes"]]`.
+        steps_per_execution: int. Training steps per compiled call, run in a graph loop
+            (callbacks see one batch per call). Defaults to `1`.
 
     Example:
     ```python
@@ -88,7 +95,8 @@ class Trainer:
     """
 
     def __init__(self, model, tasks=None, weighting="equal", optimizer="adam",
-                 learning_rate=None, distribution=None, run_dir=None, seed=0, shuffle=True):
+                 learning_rate=None, distribution=None, run_dir=None, seed=0, shuffle=True,
+                 update="joint", groups=None, steps_per_execution=1):
         self.model = model
         self.tasks = as_tasks(tasks) if tasks is not None else _infer_tasks(model)
         self.task_names = tuple(t.name for t in self.tasks)
@@ -105,9 +113,15 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
+        _check_positive_int("steps_per_execution", steps_per_execution)
+        self.steps_per_execution = int(steps_per_execution)
+        self.update, self.groups = _check_update(update, groups, self.task_names)
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
+            if self.update == "alternating" and self.weighting.grad_mode is not None:
+                raise ValueError(f"The alternating update takes a loss-level weighting (a schedule, "
+                                 f"fixed, uncertainty...). Received: weighting={self.weighting.name!r}")
             self.optimizer = keras.optimizers.get(optimizer)
             if learning_rate is not None:
                 self.optimizer.learning_rate = learning_rate
@@ -197,6 +211,8 @@ class Trainer:
             tap_all: bool. Compute every task's gradient from its pre-activation, even on
                 a branch of its own (for checking the shortcut). Defaults to `False`.
         """
+        if enabled and self.update != "joint":
+            raise ValueError("Branch-point gradients are captured from the joint update's backward pass.")
         self._capture = _BranchCapture(self, tap_all) if enabled else None
         self._attach()
 
@@ -223,8 +239,20 @@ class Trainer:
         return run
 
     def _on_iterator(self, step, totals):
+        """`steps` steps per call (`steps_per_execution`), in one graph loop: a small
+        model is then not bound by Python's per-step overhead."""
         run = self._on_batch(step, totals)
-        return lambda iterator: run(next(iterator))
+        if self.steps_per_execution == 1:
+            return lambda iterator, steps: run(next(iterator))
+
+        def many(iterator, steps):
+            def body(i):
+                run(next(iterator))
+                return (i + 1,)
+
+            tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
+
+        return many
 
     def _losses(self, y, outputs):
         """Per-task losses, T. Each task's loss is the mean over the labelled examples of
@@ -249,6 +277,8 @@ class Trainer:
         return {"loss_sum": tf.stop_gradient(sums), "metric_sum": metric, "count": counts}
 
     def _train_step(self, x, y):
+        if self.update == "alternating":
+            return self._alternating_step(x, y)
         replicas = self.distribution.num_replicas_in_sync
         mode = self.weighting.grad_mode
         capture = self._capture
@@ -350,6 +380,35 @@ class Trainer:
                 scaled[index] = g
         return scaled
 
+    def _alternating_step(self, x, y):
+        """Paper 001's Algorithm 1: for each group of tasks in turn, a forward pass and one
+        optimizer step on that group's part of the weighted loss (`Weighting.group_loss`).
+        A task's unlabelled examples are masked out of its loss, so a supervised group
+        steps on the batch's labelled part only. Each variable is updated by the groups
+        whose losses reach it. Statistics of a task come from its own group's pass."""
+        replicas = self.distribution.num_replicas_in_sync
+        variables = self.model.trainable_variables + self.weighting.trainable
+        stats = None
+        for mask in self.groups:
+            with tf.GradientTape() as tape:
+                outputs = self.model(x, training=True)
+                _, task_losses, sums, counts = self._losses(y, outputs)
+                task_losses = [tf.debugging.check_numerics(loss, f"{_NON_FINITE} {name!r} ")
+                               for name, loss in zip(self.task_names, task_losses)]
+                losses = tf.stack(task_losses)
+                total = self.weighting.group_loss(losses, mask)
+                if self.model.losses:
+                    total += tf.add_n(self.model.losses) / replicas
+            grads = tape.gradient(total, variables)
+            model_count = len(self.model.trainable_variables)
+            grads = grads[:model_count] + [None if g is None else g / replicas for g in grads[model_count:]]
+            self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+            group_stats = self._stats(y, outputs, sums, counts)
+            stats = {k: v * mask if stats is None else stats[k] + v * mask for k, v in group_stats.items()}
+        self.weighting.observe(losses)
+        stats["weights"] = tf.cast(self.weighting.loss_weights(losses), tf.float32) / replicas
+        return stats
+
     # Under several replicas the combination is the one-device one (a two-worker run
     # matches one process), not a combination of each replica's own gradients.
     def _combine_examples(self, grads, losses):
@@ -440,15 +499,19 @@ class Trainer:
             return self._keyed(x).repeat(), steps
         if y is None:
             raise ValueError("`y` is required when `x` is an array.")
-        y = as_labels(y, self.task_names)
+        y = self._labels(y, len(x))
         check_arrays(x, y, self.tasks, self.model.input_shape)
         return epoch_dataset(x, y, batch_size, self.seed, start_epoch, shuffle=self.shuffle)
 
     # === Checkpoints ===========================================================================
     def _spec(self):
         """What a checkpoint of this run must have been written with to be resumed."""
-        return {"tasks": [t.get_config() for t in self.tasks],
+        spec = {"tasks": [t.get_config() for t in self.tasks],
                 "weighting": {"class_name": self.weighting.name, "config": self.weighting.get_config()}}
+        if self.update != "joint":
+            spec["update"] = {"update": self.update, "groups": [
+                [t for t, m in zip(self.task_names, mask.numpy()) if m] for mask in self.groups]}
+        return spec
 
     def _check_spec(self):
         """Refuses a run_dir whose checkpoints were written by another task set or
@@ -601,18 +664,21 @@ class Trainer:
             callback_list.on_epoch_begin(epoch)
             self._train_totals.reset()
             shown = -float("inf")
-            for step in range(steps):
+            for first in range(0, steps, self.steps_per_execution):
+                count = min(self.steps_per_execution, steps - first)
+                step = first + count - 1  # Keras numbers a chunk of steps by its last
                 callback_list.on_train_batch_begin(step)
                 try:
-                    self._train_function(iterator)
+                    self._train_function(iterator, tf.constant(count))
                 except tf.errors.InvalidArgumentError as error:
                     if _NON_FINITE not in str(error):
                         raise
                     task = str(error).split(_NON_FINITE, 1)[1].split()[0]
+                    where = f"step {first + 1}" if count == 1 else f"steps {first + 1}-{step + 1}"
                     raise FloatingPointError(
-                        f"The loss of task {task} is NaN or Inf at epoch {epoch + 1}, step "
-                        f"{step + 1} of {steps}; training stopped before the optimizer applied that "
-                        f"step. Checkpoints in run_dir are those of the finished epochs."
+                        f"The loss of task {task} is NaN or Inf at epoch {epoch + 1}, {where} of "
+                        f"{steps}; training stopped before the optimizer applied that step. "
+                        f"Checkpoints in run_dir are those of the finished epochs."
                     ) from None
                 # Reading the statistics waits for the device: only when they are shown.
                 if step == steps - 1 or time.monotonic() - shown >= REFRESH_SECONDS:
@@ -645,7 +711,7 @@ class Trainer:
                 raise ValueError(f"`data` must be (x, y) or a tf.data.Dataset. Received: "
                                  f"{type(data).__name__}")
             x, y = data
-            y = as_labels(y, self.task_names)
+            y = self._labels(y, len(x))
             check_arrays(x, y, self.tasks, self.model.input_shape, argument="data")
             data = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
         self._eval_totals.reset()
@@ -655,7 +721,19 @@ class Trainer:
 
     def _keyed(self, dataset):
         """`dataset` with its labels as a dict keyed by task."""
-        return dataset.map(lambda x, y: (x, as_labels(y, self.task_names)))
+        return dataset.map(lambda x, y: (x, self._labels(y, tf.shape(x)[0], tf.zeros)))
+
+    def _labels(self, y, n, zeros=np.zeros):
+        """`y` as a dict keyed by task, with zeros for the tasks whose targets the model
+        computes (`target="output"`) when not given. A bare array is the labels of the one
+        task that reads labels."""
+        own = [t.name for t in self.tasks if t.target == "output"]
+        if not own:
+            return as_labels(y, self.task_names)
+        if not isinstance(y, dict):
+            readers = [t for t in self.task_names if t not in own]
+            y = as_labels(y, readers) if len(readers) == 1 else as_labels(y, self.task_names)
+        return as_labels({**{t: zeros(n, "float32") for t in own}, **y}, self.task_names)
 
     def _logs(self, totals):
         counts = np.maximum(totals["count"], 1.0)
@@ -790,6 +868,30 @@ class _BranchCapture:
         return tf.stack(result)
 
 
+def _check_update(update, groups, task_names):
+    """(update, group masks): `"joint"` (one step on the weighted sum of the losses, Eq. 4
+    of paper 001) needs no groups; `"alternating"` takes every task in exactly one group
+    and steps on each group in turn (Algorithm 1)."""
+    if update not in ("joint", "alternating"):
+        raise ValueError(f"`update` must be 'joint' or 'alternating'. Received: update={update!r}")
+    if update == "joint":
+        if groups is not None:
+            raise ValueError("`groups` belong to the alternating update: pass update='alternating'.")
+        return update, None
+    if not isinstance(groups, (list, tuple)) or not groups or not all(
+            isinstance(g, (list, tuple)) and g for g in groups):
+        raise ValueError(f"The alternating update needs `groups`: a list of lists of task names, "
+                         f"stepped on in order. Received: groups={groups!r}")
+    named = [t for g in groups for t in g]
+    unknown = sorted(set(named) - set(task_names))
+    missing = [t for t in task_names if t not in named]
+    twice = sorted({t for t in named if named.count(t) > 1})
+    if unknown or missing or twice:
+        raise ValueError(f"`groups` must name every task exactly once. Unknown: {unknown}; missing: "
+                         f"{missing}; twice: {twice}. Tasks: {list(task_names)}")
+    return update, [tf.constant([1.0 if t in g else 0.0 for t in task_names]) for g in groups]
+
+
 def _split(values, *sizes):
     """`values` cut into consecutive pieces of `sizes`, and the rest."""
     pieces, start = [], 0
@@ -854,7 +956,8 @@ def _trim_history(path, epochs):
 def fit(model, x, y=None, weighting="equal", epochs=1, run_dir=None, **kwargs):
     """`Trainer(model, weighting=..., run_dir=...).fit(x, y, epochs=...)` in one call.
     Keyword arguments go to the Trainer or to `fit`, whichever takes them."""
-    trainer_keys = {"tasks", "optimizer", "learning_rate", "distribution", "seed", "shuffle"}
+    trainer_keys = {"tasks", "optimizer", "learning_rate", "distribution", "seed", "shuffle", "update",
+                    "groups", "steps_per_execution"}
     trainer = Trainer(model, weighting=weighting, run_dir=run_dir,
                       **{k: v for k, v in kwargs.items() if k in trainer_keys})
     return trainer.fit(x, y, epochs=epochs, **{k: v for k, v in kwargs.items() if k not in trainer_keys})

@@ -108,6 +108,12 @@ class Weighting(tf.Module):
     def total_loss(self, losses):
         return tf.reduce_sum(self.loss_weights(losses) * losses)
 
+    def group_loss(self, losses, group):
+        """The part of `total_loss` that belongs to the tasks where `group` (a T-vector of
+        0/1) is 1: what an alternating update (paper 001's Algorithm 1) minimises for
+        that group. Every strategy here is a sum of per-task terms."""
+        return tf.reduce_sum(group * self.loss_weights(losses) * losses)
+
     # --- gradient-level ------------------------------------------------------------------
     def coefficients(self, gram, losses):
         """gram: the T x T Gram matrix of the per-task gradients. Returns (c, weights),

@@ -28,3 +28,6 @@ class Uncertainty(Weighting):
 
     def total_loss(self, losses):
         return tf.reduce_sum(0.5 * tf.exp(-self.log_variance) * losses + 0.5 * self.log_variance)
+
+    def group_loss(self, losses, group):
+        return tf.reduce_sum(group * (0.5 * tf.exp(-self.log_variance) * losses + 0.5 * self.log_variance))
