@@ -20,9 +20,14 @@ pass (`Trainer.capture_branch_gradients`). At the epoch's end:
    default of 2, ten points rarely form any cluster) and excess-of-mass selection; all
    tasks in one cluster is not a result (that would be hard sharing, which the paper's
    stop rule is there to prevent), so HDBSCAN's `allow_single_cluster` stays off. The
-   paper names the criteria but not their rules; ours:
-   - `similarity`: HDBSCAN's clusters of the points (Euclidean): close tasks share.
-   - `dissimilarity`: HDBSCAN on the inverted distances (max d - d, precomputed): tasks
+   paper names the criteria but not their rules, and says groups form by "conditional
+   statements on distances between clusters"; ours: a cluster HDBSCAN proposes is kept
+   only if it is separated, every distance inside it shorter than any from a member to a
+   task outside it (without that, HDBSCAN on ten points proposes clusters every epoch and
+   the merges chain into one branch, hard sharing).
+   - `similarity`: the separated HDBSCAN clusters of the points (Euclidean): close tasks
+     share.
+   - `dissimilarity`: the same on the inverted distances (max d - d, precomputed): tasks
      whose gradients are far apart share.
    - `variance`: the similarity clusters, then each task HDBSCAN left alone joins the
      cluster whose centroid is nearest (the assignment that keeps the most variance
@@ -138,6 +143,17 @@ def _hdbscan(data, min_samples, metric="euclidean"):
     return hdbscan.HDBSCAN(min_cluster_size=2, min_samples=min_samples, metric=metric).fit_predict(data)
 
 
+def _separated(labels, distances):
+    """`labels` with every cluster that is not separated (some distance inside it as long
+    as one from a member to a point outside) turned into noise."""
+    labels = np.array(labels)
+    for k in set(labels.tolist()) - {-1}:
+        inside, outside = labels == k, labels != k
+        if outside.any() and distances[np.ix_(inside, inside)].max() >= distances[np.ix_(inside, outside)].min():
+            labels[inside] = -1
+    return labels
+
+
 def _clusters(labels, names):
     found = {}
     for label, name in zip(labels, names):
@@ -156,18 +172,21 @@ def cluster_tasks(points, names, criterion="similarity", seed=0, epoch=0, min_sa
     names = list(names)
     if len(names) < 3:  # HDBSCAN needs more points than its smallest cluster
         return []
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
     if criterion == "dissimilarity":
-        distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
         inverted = distances.max() - distances
         np.fill_diagonal(inverted, 0.0)
-        return _clusters(_hdbscan(inverted, min_samples, metric="precomputed"), names)
-    labels = _hdbscan(points, min_samples)
+        return _clusters(_separated(_hdbscan(inverted, min_samples, metric="precomputed"), inverted),
+                         names)
+    labels = _separated(_hdbscan(points, min_samples), distances)
     clusters = _clusters(labels, names)
     if criterion == "variance" and clusters:
-        centroids = np.stack([points[labels == k].mean(axis=0) for k in range(len(clusters))])
-        for i in np.flatnonzero(labels < 0):
-            nearest = int(np.argmin(np.linalg.norm(centroids - points[i], axis=1)))
-            clusters[nearest].append(names[i])
+        centroids = np.stack([points[[names.index(n) for n in c]].mean(axis=0) for c in clusters])
+        grouped = {n for c in clusters for n in c}
+        for i, name in enumerate(names):
+            if name not in grouped:
+                nearest = int(np.argmin(np.linalg.norm(centroids - points[i], axis=1)))
+                clusters[nearest].append(name)
         clusters = [sorted(c, key=names.index) for c in clusters]
     elif criterion == "random" and clusters:
         rng = np.random.default_rng([seed, epoch])
