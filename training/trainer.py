@@ -250,7 +250,7 @@ class Trainer:
                 run(next(iterator))
                 return (i + 1,)
 
-            tf.while_loop(lambda i: i < steps, body, (tf.constant(0),))
+            tf.while_loop(lambda i: i < steps, body, (tf.constant(0),), parallel_iterations=1)
 
         return many
 

@@ -29,6 +29,8 @@ wants is `serving_classes`.
 """
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from mtl_tf.tasks import Task
 from zoo.hard_sharing import _check_shape
@@ -42,23 +44,30 @@ class BinomialCorruption(keras.layers.Layer):
     """Masking noise: each value is zeroed with probability `rate` in training, and
     passed unchanged (not rescaled) at inference.
 
+    The masks are stateless draws keyed by (seed, a call counter the layer keeps as a
+    weight), so a checkpoint holds the noise stream too and a resumed run draws the masks
+    an uninterrupted one would (Keras's own seed generators are not checkpointed).
+
     Args:
         rate: float in [0, 1). The fraction of values zeroed.
-        seed: int or None. Seeds the masks.
+        seed: int or None. Seeds the masks; None draws one.
     """
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)
         check_corruption(rate)
         self.rate = float(rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else int(seed)
+        self.calls = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False,
+                                     name="calls")
 
     def call(self, inputs, training=False):
         if not training or self.rate == 0.0:
             return inputs
-        keep = keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator) >= self.rate
-        return inputs * keras.ops.cast(keep, inputs.dtype)
+        self.calls.assign_add(1)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.convert_to_tensor(self.calls)])
+        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=seed) >= self.rate
+        return inputs * tf.cast(keep, inputs.dtype)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
