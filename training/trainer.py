@@ -151,6 +151,10 @@ class Trainer:
             if not self._is_chief():
                 folder = self.run_dir / f".worker-{self.distribution.cluster_resolver.task_id}"
             self._manager = tf.train.CheckpointManager(self.checkpoint, str(folder), 3)
+        if self.update == "alternating":
+            self._group_tasks = [[t for i, t in enumerate(self.tasks) if g.numpy()[i]] for g in self.groups]
+            self._group_models = [keras.Model(self.model.inputs, {t.name: self.model.output[t.name] for t in ts})
+                                  for ts in self._group_tasks]
         # No tensor-dependent Python control flow in the steps: AutoGraph is not needed.
         # The training function takes the iterator, whose batch axis is unknown, so the
         # partial last batch does not trace it again; statistics stay in the graph.
@@ -261,7 +265,9 @@ class Trainer:
         flows through this replica's share of it. Also returns the losses as a list
         (each depends only on its own task's output, so a gradient of one task's loss
         is None for a variable only other tasks reach), and the local sums and counts."""
-        sums, counts = zip(*(t.loss_sum(y[t.name], outputs[t.name]) for t in self.tasks))
+        zero = (tf.zeros([]), tf.zeros([]))  # a task with no output here (another group's)
+        sums, counts = zip(*(t.loss_sum(y[t.name], outputs[t.name]) if t.name in outputs else zero
+                             for t in self.tasks))
         context = tf.distribute.get_replica_context()
         if self.distribution.num_replicas_in_sync == 1 or context is None:
             per_task = [tf.math.divide_no_nan(s, c) for s, c in zip(sums, counts)]
@@ -273,7 +279,8 @@ class Trainer:
         return tf.stack(per_task), per_task, tf.stack(sums), tf.stack(counts)
 
     def _stats(self, y, outputs, sums, counts):
-        metric = tf.stack([t.metric_sum(y[t.name], outputs[t.name]) for t in self.tasks])
+        metric = tf.stack([t.metric_sum(y[t.name], outputs[t.name]) if t.name in outputs else tf.zeros([])
+                           for t in self.tasks])
         return {"loss_sum": tf.stop_gradient(sums), "metric_sum": metric, "count": counts}
 
     def _train_step(self, x, y):
@@ -389,10 +396,15 @@ class Trainer:
         replicas = self.distribution.num_replicas_in_sync
         variables = self.model.trainable_variables + self.weighting.trainable
         stats = None
-        for mask in self.groups:
+        for mask, submodel, members in zip(self.groups, self._group_models, self._group_tasks):
+            # Only the group's outputs, on the examples some task of the group has a label
+            # for: the supervised step of a semi-supervised batch runs on its labelled part.
+            labelled = tf.reduce_any(tf.stack([t.label_mask(y[t.name]) > 0 for t in members]), axis=0)
+            xg = tf.boolean_mask(x, labelled)
+            yg = {k: tf.boolean_mask(v, labelled) for k, v in y.items()}
             with tf.GradientTape() as tape:
-                outputs = self.model(x, training=True)
-                _, task_losses, sums, counts = self._losses(y, outputs)
+                outputs = submodel(xg, training=True)
+                _, task_losses, sums, counts = self._losses(yg, outputs)
                 task_losses = [tf.debugging.check_numerics(loss, f"{_NON_FINITE} {name!r} ")
                                for name, loss in zip(self.task_names, task_losses)]
                 losses = tf.stack(task_losses)
@@ -403,8 +415,10 @@ class Trainer:
             model_count = len(self.model.trainable_variables)
             grads = grads[:model_count] + [None if g is None else g / replicas for g in grads[model_count:]]
             self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-            group_stats = self._stats(y, outputs, sums, counts)
+            group_stats = self._stats(yg, outputs, sums, counts)
+            group_stats["losses"] = losses
             stats = {k: v * mask if stats is None else stats[k] + v * mask for k, v in group_stats.items()}
+        losses = stats.pop("losses")  # each task's from its own group's pass
         self.weighting.observe(losses)
         stats["weights"] = tf.cast(self.weighting.loss_weights(losses), tf.float32) / replicas
         return stats
