@@ -191,7 +191,7 @@ def build_parser():
     predict.set_defaults(run=_predict)
 
     reproduce = commands.add_parser("reproduce", help="reproduce a paper's table (resumable)")
-    reproduce.add_argument("name", help="allconv (paper 000), selective_sharing (paper 002) or siamese (paper 003)")
+    reproduce.add_argument("name", help="allconv (paper 000), evolving_dae (paper 001), selective_sharing (paper 002) or siamese (paper 003)")
     reproduce.add_argument("--profile", choices=("quick", "full"), default="quick")
     reproduce.add_argument("--out", default=None,
                            help="output folder; runs found there are skipped "
