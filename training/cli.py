@@ -209,7 +209,7 @@ def build_parser():
     reproduce.set_defaults(run=_reproduce)
 
     tune = commands.add_parser("tune", help="a keras-tuner search over a family (resumable)")
-    tune.add_argument("family", help="hard_sharing, allconv, siamese or selective_sharing")
+    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing or evolving_dae")
     tune.add_argument("--tasks", default="mnist,fashion_mnist",
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")

@@ -106,8 +106,10 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         when("gradnorm", lambda: hp.Float("gradnorm_alpha", 0.0, 3.0, default=1.5))
         when("mgda", lambda: hp.Boolean("mgda_normalize", default=False))
         when("cagrad", lambda: hp.Float("cagrad_c", 0.1, 0.9, default=0.5))
-        for method in ("stairs_t1", "lin_t1"):
-            when(method, lambda: hp.Int("schedule_t1", 1, 100, default=10))
+        with_t1 = [m for m in ("stairs_t1", "lin_t1") if m in self.weightings]
+        if with_t1:  # one parameter under one condition: keras-tuner keeps a name once
+            with hp.conditional_scope("weighting", with_t1):
+                hp.Int("schedule_t1", 1, 100, default=10)
         when("exp_sigma", lambda: hp.Float("schedule_sigma", 1.0, 100.0, sampling="log", default=40.0))
         when("aux", lambda: hp.Float("aux_loss_weight", 0.0, 1.0, default=0.5))
 
@@ -137,6 +139,10 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         return keras.optimizers.get({"class_name": hp.values["optimizer"],
                                      "config": {"learning_rate": hp.values["learning_rate"]}})
 
+    def trainer_options(self, hp, model):
+        """More `Trainer` arguments for a family (its tasks, its update)."""
+        return {}
+
     # === Training =============================================================================
     def fit(self, hp, model, x=None, y=None, epochs=1, batch_size=None, validation_data=None,
             callbacks=None, initial_epoch=None, verbose="auto", **kwargs):
@@ -147,8 +153,9 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
                              f"validation_data, callbacks, initial_epoch, verbose.")
         from training import Trainer
 
-        trainer = Trainer(model, tasks=list(self.tasks), weighting=self.weighting(hp, epochs),
-                          optimizer=self.optimizer(hp), seed=self.seed)
+        options = {"tasks": list(self.tasks), **self.trainer_options(hp, model)}
+        trainer = Trainer(model, weighting=self.weighting(hp, epochs), optimizer=self.optimizer(hp),
+                          seed=self.seed, **options)
         self.trainer = trainer  # the last trial's, for inspection
         return trainer.fit(x, y, epochs=epochs, batch_size=batch_size or self.batch_size,
                            validation_data=validation_data, callbacks=callbacks,
@@ -261,3 +268,30 @@ class _GroupsAtBestEpoch(keras.callbacks.Callback):
             objective = saver.objective
             if not objective.has_value(logs) or saver.best_value == objective.get_value(logs):
                 self.groups = groups_of(self.model)
+
+
+class EvolvingDAEHyperModel(MultiTaskHyperModel):
+    """`evolving_dae` (paper 001): the architecture NN1..NN4, the corruption level, and the
+    weighting among paper 001's schedules (with their `schedule_t1` / `schedule_sigma`) and
+    uncertainty weighting, trained with Algorithm 1's alternating update. Labels are the
+    class labels (-1 where unlabelled); the reconstructions need none."""
+
+    family = "evolving_dae"
+    SCHEDULES = ("exp_sigma", "lin_t1", "lin", "stairs_t1", "uncertainty")
+
+    def __init__(self, tasks=None, input_shape=(28, 28), weightings=None, **kwargs):
+        from zoo.evolving_dae import evolving_dae, tasks as dae_tasks
+
+        super().__init__(tasks or dae_tasks(evolving_dae()), input_shape,
+                         weightings=weightings or self.SCHEDULES, **kwargs)
+
+    def build_model(self, hp):
+        return zoo.build("evolving_dae", input_shape=self.input_shape,
+                         architecture=hp.Choice("architecture", ["nn1", "nn2", "nn3", "nn4"], default="nn1"),
+                         corruption=hp.Float("corruption", 0.0, 0.5, step=0.1, default=0.2), seed=self.seed)
+
+    def trainer_options(self, hp, model):
+        from zoo import evolving_dae
+
+        return {"tasks": evolving_dae.tasks(model), "update": "alternating",
+                "groups": evolving_dae.groups(model)}

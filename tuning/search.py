@@ -59,7 +59,7 @@ def _check(family, tuner, objective, weightings, tasks):
 def _hypermodel(family, tasks, weightings):
     import tuning
 
-    if family in ("siamese", "selective_sharing"):
+    if family in ("siamese", "selective_sharing", "evolving_dae"):
         return tuning.hypermodel(family, weightings=weightings)
     return tuning.hypermodel(family, tasks={t: 10 for t in tasks}, input_shape=(28, 28, 1),
                              weightings=weightings)
@@ -71,6 +71,15 @@ def _data(family, tasks, limit, seed):
         from mtl_tf.data import load_numpy
 
         x, y = load_numpy("mnist_pairs", "train", n=limit or 1000, seed=seed)
+    elif family == "evolving_dae":  # MNIST, a tenth labelled (paper 001's semi-supervised setting)
+        from mtl_tf.data import load_numpy
+
+        images, labels = load_numpy("mnist", "train")
+        order = np.random.default_rng(seed).permutation(len(images))[:limit]
+        x = images[order].astype(np.float32) / 255.0
+        classes = labels[order].astype(np.int64)
+        classes[np.arange(len(classes)) % 10 != 0] = -1
+        y = {"classes": classes}
     elif family == "selective_sharing":  # MNIST as one-vs-all tasks (paper 002)
         from mtl_tf.data import load_numpy
 
@@ -118,6 +127,8 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
         tasks = ["compare", "digit_a", "digit_b"]
     if family == "selective_sharing":
         tasks = [f"digit_{d}" for d in range(10)]
+    if family == "evolving_dae":
+        tasks = ["classes", "reconstruction_1"]
     hypermodel, space = _check(family, tuner, objective, weightings, tasks)
     folder = Path(directory) / project
     settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,

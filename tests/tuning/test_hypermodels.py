@@ -19,7 +19,15 @@ CASES = {
     "siamese": lambda: (tuning.hypermodel("siamese"), pair_batch(128)),
     "selective_sharing": lambda: (tuning.hypermodel("selective_sharing", tasks=_one_vs_all(["a", "b", "c"])),
                                   _digits_batch(96)),
+    "evolving_dae": lambda: (tuning.hypermodel("evolving_dae", input_shape=(28, 28, 1)), _semi_supervised(96)),
 }
+
+
+def _semi_supervised(n):
+    x, y = two_task_batch(n)
+    labels = np.maximum(y["mnist"], y["fashion_mnist"])
+    labels[n // 2:] = -1
+    return x, labels
 
 
 def _one_vs_all(names):
@@ -35,7 +43,8 @@ def _digits_batch(n):
 
 
 def test_every_family_has_a_hypermodel_and_bad_names_are_named():
-    assert tuning.list_hypermodels() == ["allconv", "hard_sharing", "selective_sharing", "siamese"]
+    assert tuning.list_hypermodels() == ["allconv", "evolving_dae", "hard_sharing", "selective_sharing",
+                                         "siamese"]
     with pytest.raises(ValueError, match=r"name='hard_shraing'.*Did you mean 'hard_sharing'"):
         tuning.hypermodel("hard_shraing", tasks={"a": 2}, input_shape=(4,))
     with pytest.raises(ValueError, match=r"weightings='pcgard'.*Did you mean 'pcgrad'"):
@@ -169,3 +178,18 @@ def test_the_sharing_criterion_reaches_the_trainer_and_the_best_model_keeps_its_
     assert best_hp.values["groups"] == [["a", "b"], ["c", "d"]]
     best = search.get_best_models(1)[0]
     assert best.count_params() == hypermodel.trainer.model.count_params()
+
+
+def test_the_dae_hypermodel_trains_with_the_alternating_update_and_the_architecture_decides_the_tasks():
+    hypermodel = tuning.hypermodel("evolving_dae", input_shape=(28, 28, 1), weightings=["exp_sigma"])
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"architecture": "nn3", "corruption": 0.3})
+    model = hypermodel.build(hp)
+    x, y = _semi_supervised(64)
+    history = hypermodel.fit(hp, model, x, y, epochs=2, batch_size=32, verbose=0)
+    trainer = hypermodel.trainer
+    assert trainer.update == "alternating" and trainer.weighting.name == "exp_sigma"
+    assert [t.name for t in trainer.tasks] == ["classes", "reconstruction_1", "reconstruction_2",
+                                               "reconstruction_3"]
+    assert model.get_layer("corruption_1").rate == 0.3
+    assert len(history.history["reconstruction_3_loss"]) == 2
