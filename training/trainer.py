@@ -658,6 +658,7 @@ class Trainer:
             return self._loop(callbacks, start, end, steps, iterator, validation_data, batch_size,
                               verbose)
         finally:
+            self._callback_list = None
             for callback in callbacks:  # on an error, on_train_end (which closes it) never ran
                 if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
                     callback.csv_file.close()
