@@ -26,7 +26,9 @@ def _example(name):
     return {"tasks": TASKS, "input_shape": (28, 28, 1)}, (x, y)
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+# The named NN_K variants of `evolving_dae` are the same builder: the slow suite runs them.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("evolving_dae_")
+                                  else n for n in zoo.list_models()])
 def test_every_registered_model_builds_learns_and_round_trips(name, tmp_path):
     keras.utils.set_random_seed(0)
     kwargs, (x, y) = _example(name)
