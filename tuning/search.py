@@ -112,6 +112,15 @@ def _tuner(kind, hypermodel, objective, max_trials, epochs, folder, seed):
                                json.dumps(round(time.time() - start, 1)).encode())
             return result
 
+        def reload(self):
+            super().reload()
+            # keras-tuner saves the oracle before it lets go of a finished trial, so a search killed
+            # in between would send that trial back for a rerun: its own file says it is done.
+            oracle = self.oracle
+            done = [t for t in oracle._retry_queue if oracle.trials[t].status == "COMPLETED"]
+            oracle._retry_queue = [t for t in oracle._retry_queue if t not in done]
+            oracle.end_order += [t for t in done if t not in oracle.end_order]
+
     budget = {"max_epochs": epochs, "factor": 3} if kind == "hyperband" else {"max_trials": max_trials}
     return Timed(hypermodel, objective=tuning.objective(objective if len(objective) > 1 else objective[0]),
                  directory=str(folder.parent), project_name=folder.name, seed=seed, overwrite=False,
