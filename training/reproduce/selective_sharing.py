@@ -197,6 +197,10 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     return results
 
 
+RUN_FIELDS = ("run_seed", "test_accuracy", "chosen_epoch", "test_accuracy_last_epoch", "params",
+              "branches", "groups", "lock_epoch", "seconds", "grouping_seconds")
+
+
 def summarise(found, profile, runs, seed, epochs, train_size, wall_seconds):
     rows = []
     for setting in settings():
@@ -215,7 +219,8 @@ def summarise(found, profile, runs, seed, epochs, train_size, wall_seconds):
             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "momentum": MOMENTUM,
             "grouping_overhead_pct": round(float(np.mean(overhead)), 3) if overhead else None,
             "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
-            "rows": rows}
+            "rows": rows,
+            "runs": {name: [{k: r.get(k) for k in RUN_FIELDS} for r in rs] for name, rs in found.items()}}
 
 
 def _cell(results, setting, metric):
@@ -289,7 +294,9 @@ def render_report(results, found):
             for i, r in enumerate(runs):
                 shared = [g for g in _named(r["groups"], data) if len(g) > 1]
                 lines.append(f"- {method}, run {i + 1}: " + (", ".join(
-                    "{" + ", ".join(g) + "}" for g in shared) or "none") + f" (lock epoch {r['lock_epoch']})")
+                    "{" + ", ".join(g) + "}" for g in shared) or "none") + f" (lock epoch {r['lock_epoch']}; "
+                    f"test {r['test_accuracy']:.4f} at epoch {r['chosen_epoch']}, chosen on validation, "
+                    f"{r['test_accuracy_last_epoch']:.4f} at the last; {r['seconds']:.0f} s)")
         if data == "mnist":
             lines.append("- paper (similarity): {2, 3, 5}, {6, 8, 9}")
         lines.append("")
