@@ -201,3 +201,27 @@ def test_the_demo_trains_reports_and_exports(monkeypatch, tmp_path):
     assert mtl_tf.export.serving_info(paths[0])["value_range"] == [0.0, 1.0]
     assert (tmp_path / "demo" / "pretrain_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert results["trainings"]["transfer F+N+M mnist"]["epochs"] == 2
+
+
+def test_selective_sharing_reports_each_run_and_resumes(monkeypatch, tmp_path):
+    from training.reproduce import selective_sharing as ss
+
+    full_load = ss.load
+    monkeypatch.setattr(ss, "load", lambda data, n=None: [(x[:400], y[:400]) for x, y in full_load(data, n)])
+    monkeypatch.setitem(ss.PROFILES, "quick", {"runs": 1, "epochs": 2, "train": 400})
+    only = ["mnist stl", "mnist similarity"]
+    results = ss.reproduce("quick", tmp_path, only=only, log=lambda *_: None)
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    run = results["runs"]["mnist similarity"][0]
+    record = json.loads((tmp_path / "runs" / "mnist_similarity" / "run-00.json").read_text())
+    assert run == {k: record.get(k) for k in ss.RUN_FIELDS}
+    assert 1 <= run["chosen_epoch"] <= 2 and run["branches"] == len(run["groups"]) <= 10
+    assert results["runs"]["mnist random"] == []
+    rows = {(r["setting"], r["metric"]): r for r in results["rows"]}
+    assert rows[("mnist similarity", "test_accuracy")]["paper"] == 0.99
+    assert rows[("mnist stl", "params")]["ours"] == 500_700
+    report = (tmp_path / "report.md").read_text()
+    assert f"test {run['test_accuracy']:.4f} at epoch {run['chosen_epoch']}" in report
+    assert "Partial" in report and (tmp_path / "groups.png").read_bytes()[:4] == b"\x89PNG"
+    again = ss.reproduce("quick", tmp_path, only=only, log=lambda *_: None)
+    assert again["runs"] == results["runs"]
