@@ -2,7 +2,8 @@
 
 Public API (stable): `load_numpy`, `load`, `safe_unpickle`, `pool`, `PooledData`,
 `split_labelled`, `make_pairs`, `fashion_coarse_labels`, `FASHION_MNIST_COARSE`,
-`fetch`, `info`, `data_dir`, `safe_extract`. See README.md, "Data".
+`fetch`, `info`, `data_dir`, `safe_extract`, and for coarse/fine label sets
+`load_hierarchy`, `check_hierarchy`, `cifar100_names`, `HIERARCHIES`. See README.md, "Data".
 """
 
 from mtl_tf.data.archives import safe_extract
@@ -15,6 +16,7 @@ from mtl_tf.data.helpers import (
     pool,
     split_labelled,
 )
+from mtl_tf.data.hierarchy import HIERARCHIES, check_hierarchy, cifar100_names, load_hierarchy
 from mtl_tf.data.loaders import load_numpy, names
 from mtl_tf.data.paths import data_dir
 from mtl_tf.data.safe_pickle import UnsafePickleError, safe_unpickle

@@ -21,14 +21,23 @@ def _example(name):
         x, y = two_task_batch()
         return {"input_shape": (28, 28, 1)}, (x, {"classes": np.maximum(y["mnist"], y["fashion_mnist"])})
     x, y = two_task_batch()
+    if name.startswith("coarse_fine"):  # 4 coarse groups; narrow layers, batch norms quick to follow
+        fine = np.maximum(y["mnist"], y["fashion_mnist"])
+        return ({"tasks": {"fine": 10, "coarse": 4}, "input_shape": (28, 28, 1), "conv_filters": ((8, 8), (16,)),
+                 "head_units": (32, 16, 16), "batch_norm_momentum": 0.9}, (x, {"fine": fine, "coarse": fine // 3}))
     if name == "allconv":  # the joint output learns the zero-padded joint label
         y = {**y, "joint": np.where(y["mnist"] >= 0, y["mnist"], 10 + y["fashion_mnist"])}
     return {"tasks": TASKS, "input_shape": (28, 28, 1)}, (x, y)
 
 
-# The named NN_K variants of `evolving_dae` are the same builder: the slow suite runs them.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("evolving_dae_")
-                                  else n for n in zoo.list_models()])
+# Named variants of one builder (`evolving_dae`'s NN_K, four of `coarse_fine`'s six
+# architectures) run in the slow suite; the default one builds each builder and two variants.
+SLOW = {f"evolving_dae_nn{k}" for k in range(1, 5)} | {
+    f"coarse_fine_{a}" for a in ("independent", "shared", "reuse_coarse", "reuse_fine")}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+                                  for n in zoo.list_models()])
 def test_every_registered_model_builds_learns_and_round_trips(name, tmp_path):
     keras.utils.set_random_seed(0)
     kwargs, (x, y) = _example(name)
