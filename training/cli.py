@@ -191,7 +191,8 @@ def build_parser():
     predict.set_defaults(run=_predict)
 
     reproduce = commands.add_parser("reproduce", help="reproduce a paper's table (resumable)")
-    reproduce.add_argument("name", help="allconv (paper 000), evolving_dae (paper 001), selective_sharing (paper 002) or siamese (paper 003)")
+    reproduce.add_argument("name", help="allconv (paper 000), evolving_dae (paper 001), selective_sharing (paper 002), "
+                                                   "siamese (paper 003) or coarse_fine (paper 004)")
     reproduce.add_argument("--profile", choices=("quick", "full"), default="quick")
     reproduce.add_argument("--out", default=None,
                            help="output folder; runs found there are skipped "
@@ -209,7 +210,7 @@ def build_parser():
     reproduce.set_defaults(run=_reproduce)
 
     tune = commands.add_parser("tune", help="a keras-tuner search over a family (resumable)")
-    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing or evolving_dae")
+    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing, evolving_dae or coarse_fine")
     tune.add_argument("--tasks", default="mnist,fashion_mnist",
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")

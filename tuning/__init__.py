@@ -22,6 +22,7 @@ import mtl_tf  # noqa: F401 - first: a quiet TensorFlow start-up
 from mtl_tf.names import unknown_name
 from tuning.hypermodels import (
     AllConvHyperModel,
+    CoarseFineHyperModel,
     EvolvingDAEHyperModel,
     HardSharingHyperModel,
     MultiTaskHyperModel,
@@ -42,7 +43,8 @@ class _NoTrialRetracingWarning(logging.Filter):
 logging.getLogger("tensorflow").addFilter(_NoTrialRetracingWarning())
 
 HYPERMODELS = {cls.family: cls for cls in (HardSharingHyperModel, AllConvHyperModel, SiameseHyperModel,
-                                           SelectiveSharingHyperModel, EvolvingDAEHyperModel)}
+                                           SelectiveSharingHyperModel, EvolvingDAEHyperModel,
+                                           CoarseFineHyperModel)}
 
 
 def list_hypermodels():

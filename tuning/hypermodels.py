@@ -17,6 +17,7 @@ hyper-parameter, each method's own parameters conditional on it:
 | `exp_sigma` | `schedule_sigma`, 1 to 100, log |
 | `lin` | none (its length is the run's epochs) |
 | `aux` (Siamese only) | `aux_loss_weight`, 0 to 1: paper 003's (1 - w) L_compare + w (L_a + L_b) / 2 |
+| `ratio` (coarse/fine only) | `fine_loss_ratio`, 0.25 to 8, log: paper 004's fine loss weight (coarse 1) |
 
 Schedules weigh the `main` tasks (indices, default the first) against the others.
 
@@ -295,3 +296,48 @@ class EvolvingDAEHyperModel(MultiTaskHyperModel):
 
         return {"tasks": evolving_dae.tasks(model), "update": "alternating",
                 "groups": evolving_dae.groups(model)}
+
+
+class CoarseFineHyperModel(MultiTaskHyperModel):
+    """`coarse_fine` (paper 004): the architecture among the six, whether the reused
+    scores pass gradients back (reuse architectures only), the convolutions' and heads'
+    widths as fractions of the paper's, dropout; and the fine/coarse loss ratio as the
+    weighting `ratio` (`fine_loss_ratio`, 0.25 to 8, log; the paper's is 2), searched
+    beside the core methods. Tasks default to CIFAR-100's `fine` (100) and `coarse` (20)."""
+
+    family = "coarse_fine"
+    extra_weightings = ("ratio",)
+
+    def __init__(self, tasks=None, input_shape=(32, 32, 3), weightings=None, fine="fine", coarse="coarse",
+                 **kwargs):
+        super().__init__(tasks or {fine: 100, coarse: 20}, input_shape,
+                         weightings=weightings or ("ratio", "equal", "uncertainty"), **kwargs)
+        self.fine, self.coarse = fine, coarse
+
+    def build_model(self, hp):
+        from zoo.coarse_fine import ARCHITECTURES, CONV_FILTERS, HEAD_UNITS
+
+        architecture = hp.Choice("architecture", list(ARCHITECTURES), default="shared_reuse_fine")
+        reuse = [a for a in ARCHITECTURES if "reuse" in a]
+        with hp.conditional_scope("architecture", reuse):
+            stop = hp.Boolean("stop_gradient", default=False)
+        conv = hp.Choice("conv_width", [0.25, 0.5, 1.0], default=1.0)
+        head = hp.Choice("head_width", [0.125, 0.25, 0.5, 1.0], default=1.0)
+        return zoo.build("coarse_fine", tasks=list(self.tasks), input_shape=self.input_shape,
+                         architecture=architecture, fine=self.fine, coarse=self.coarse,
+                         conv_filters=tuple(tuple(max(1, round(f * conv)) for f in g) for g in CONV_FILTERS),
+                         head_units=tuple(max(1, round(u * head)) for u in HEAD_UNITS),
+                         dropout=hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.25),
+                         stop_gradient=stop if architecture in reuse else False)
+
+    def _declare_weighting_parameters(self, hp):
+        super()._declare_weighting_parameters(hp)
+        if "ratio" in self.weightings:
+            with hp.conditional_scope("weighting", ["ratio"]):
+                hp.Float("fine_loss_ratio", 0.25, 8.0, sampling="log", default=2.0)
+
+    def weighting(self, hp, epochs):
+        if hp.values["weighting"] == "ratio":
+            ratio = hp.values["fine_loss_ratio"]
+            return weighting_lib.get("fixed", weights=[ratio if t.name == self.fine else 1.0 for t in self.tasks])
+        return super().weighting(hp, epochs)

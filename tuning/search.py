@@ -61,6 +61,9 @@ def _hypermodel(family, tasks, weightings):
 
     if family in ("siamese", "selective_sharing", "evolving_dae"):
         return tuning.hypermodel(family, weightings=weightings)
+    if family == "coarse_fine":  # Fashion-MNIST's garments in 4 groups (paper 004's stand-in)
+        return tuning.hypermodel(family, tasks={"fine": 10, "coarse": 4}, input_shape=(28, 28, 1),
+                                 weightings=weightings)
     return tuning.hypermodel(family, tasks={t: 10 for t in tasks}, input_shape=(28, 28, 1),
                              weightings=weightings)
 
@@ -87,6 +90,13 @@ def _data(family, tasks, limit, seed):
         order = np.random.default_rng(seed).permutation(len(images))[:limit]
         x = images[order][..., None].astype(np.float32) / 255.0
         y = {t: (labels[order] == d).astype(np.int64) for d, t in enumerate(tasks)}
+    elif family == "coarse_fine":
+        from mtl_tf.data import load_hierarchy
+
+        images, labels, _ = load_hierarchy("fashion_mnist", "train")
+        order = np.random.default_rng(seed).permutation(len(images))[:limit]
+        x = images[order].astype(np.float32) / 255.0
+        y = {t: v[order] for t, v in labels.items()}
     else:
         from training.run import pooled_arrays
 
@@ -138,6 +148,8 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
         tasks = [f"digit_{d}" for d in range(10)]
     if family == "evolving_dae":
         tasks = ["classes", "reconstruction_1"]
+    if family == "coarse_fine":
+        tasks = ["fine", "coarse"]
     hypermodel, space = _check(family, tuner, objective, weightings, tasks)
     folder = Path(directory) / project
     settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,

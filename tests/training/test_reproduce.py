@@ -225,3 +225,67 @@ def test_selective_sharing_reports_each_run_and_resumes(monkeypatch, tmp_path):
     assert "Partial" in report and (tmp_path / "groups.png").read_bytes()[:4] == b"\x89PNG"
     again = ss.reproduce("quick", tmp_path, only=only, log=lambda *_: None)
     assert again["runs"] == results["runs"]
+
+
+def _tiny_coarse_fine(monkeypatch):
+    from training.reproduce import coarse_fine as cf
+
+    monkeypatch.setitem(cf.PROFILES, "quick", {"runs": 1, "epochs": 2, "train": 300, "conv_filters": ((4,), (4,)),
+                                               "head_units": (16, 8, 8), "batch_norm_momentum": 0.9})
+    full_load = cf.load
+
+    def small(data, train_size, seed):  # a small test split too
+        parts, classes = full_load(data, train_size, seed)
+        (xt, yt) = parts[2]
+        return [*parts[:2], (xt[:200], {t: v[:200] for t, v in yt.items()})], classes
+
+    monkeypatch.setattr(cf, "load", small)
+    return cf
+
+
+def test_coarse_fine_writes_table_2_and_figure_8_and_resumes(monkeypatch, tmp_path):
+    cf = _tiny_coarse_fine(monkeypatch)
+    monkeypatch.setenv("MTL_TF_CIFAR100", str(tmp_path / "none"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    only = ["fashion_mnist reuse_coarse paper", "fashion_mnist reuse_coarse uncertainty"]
+    results = cf.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
+    assert results["data"] == ["fashion_mnist", "pooled"]  # no CIFAR-100 here
+    rows = {(r["setting"], r["metric"]): r for r in results["rows"]}
+    cell = rows[("fashion_mnist reuse_coarse paper", "held_out_fine_accuracy")]
+    record = json.loads((tmp_path / "out" / "runs" / "fashion_mnist_reuse_coarse_paper" / "run-00.json").read_text())
+    assert cell["ours"] == record["held_out_fine_accuracy"] == record["history"]["val_fine_accuracy"][-1]
+    assert cell["paper"] is None and record["held_out_images"] == 60 and record["train_images"] == 240
+    assert rows[("fashion_mnist reuse_coarse paper", "params")]["ours"] == record["params"]
+    assert results["orderings"] == []  # they need all six architectures
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "CIFAR-100's files are not on this machine" in report and "Reuse Coarse Labels" in report
+    assert (tmp_path / "out" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    again = cf.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
+    assert again["rows"] == results["rows"]
+
+
+def test_coarse_fine_on_cifar100_files_fills_the_papers_column(monkeypatch, tmp_path):
+    import pickle
+
+    cf = _tiny_coarse_fine(monkeypatch)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 300), ("test", 50)):
+        fine = rng.integers(0, 100, n)
+        (folder / split).write_bytes(pickle.dumps(
+            {b"fine_labels": fine.tolist(), b"coarse_labels": (fine // 5).tolist(),
+             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, protocol=2))
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"f%d" % i for i in range(100)],
+                                                b"coarse_label_names": [b"c%d" % i for i in range(20)]}, 2))
+    monkeypatch.setenv("MTL_TF_CIFAR100", str(folder))
+    results = cf.reproduce("quick", tmp_path / "out", only=["cifar100 shared paper"], log=lambda *_: None)
+    rows = {(r["setting"], r["metric"]): r for r in results["rows"]}
+    assert rows[("cifar100 shared paper", "held_out_fine_accuracy")]["paper"] == 0.4909
+    assert rows[("cifar100 shared paper", "test_coarse_accuracy")]["paper"] is None
+    assert 0.0 <= rows[("cifar100 shared paper", "held_out_fine_accuracy")]["ours"] <= 1.0
+    assert "CIFAR-100 (the paper's)" in (tmp_path / "out" / "report.md").read_text()
+    # The author's augmentation: same shapes, other pixels.
+    x = rng.random((4, 32, 32, 3)).astype("float32")
+    (batch, labels), = cf.augmented(x, {"fine": np.arange(4)}, seed=1).take(1)
+    assert batch.shape == (4, 32, 32, 3) and not np.allclose(batch, x)

@@ -20,7 +20,15 @@ CASES = {
     "selective_sharing": lambda: (tuning.hypermodel("selective_sharing", tasks=_one_vs_all(["a", "b", "c"])),
                                   _digits_batch(96)),
     "evolving_dae": lambda: (tuning.hypermodel("evolving_dae", input_shape=(28, 28, 1)), _semi_supervised(96)),
+    "coarse_fine": lambda: (tuning.hypermodel("coarse_fine", tasks={"fine": 10, "coarse": 4},
+                                              input_shape=(28, 28, 1)), _coarse_fine_batch(64)),
 }
+
+
+def _coarse_fine_batch(n):
+    x, y = two_task_batch(n)
+    fine = np.maximum(y["mnist"], y["fashion_mnist"])
+    return x, {"fine": fine, "coarse": fine // 3}
 
 
 def _semi_supervised(n):
@@ -43,8 +51,8 @@ def _digits_batch(n):
 
 
 def test_every_family_has_a_hypermodel_and_bad_names_are_named():
-    assert tuning.list_hypermodels() == ["allconv", "evolving_dae", "hard_sharing", "selective_sharing",
-                                         "siamese"]
+    assert tuning.list_hypermodels() == ["allconv", "coarse_fine", "evolving_dae", "hard_sharing",
+                                         "selective_sharing", "siamese"]
     with pytest.raises(ValueError, match=r"name='hard_shraing'.*Did you mean 'hard_sharing'"):
         tuning.hypermodel("hard_shraing", tasks={"a": 2}, input_shape=(4,))
     with pytest.raises(ValueError, match=r"weightings='pcgard'.*Did you mean 'pcgrad'"):
@@ -193,3 +201,19 @@ def test_the_dae_hypermodel_trains_with_the_alternating_update_and_the_architect
                                                "reconstruction_3"]
     assert model.get_layer("corruption_1").rate == 0.3
     assert len(history.history["reconstruction_3_loss"]) == 2
+
+
+def test_coarse_fine_searches_the_fine_loss_ratio_and_the_gradient_stop():
+    hypermodel = tuning.hypermodel("coarse_fine", tasks={"coarse": 4, "fine": 10}, input_shape=(28, 28, 1))
+    assert hypermodel.weightings == ["ratio", "equal", "uncertainty"]
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"architecture": "reuse_fine", "stop_gradient": True, "conv_width": 0.25,
+                      "head_width": 0.125})
+    model = hypermodel.build(hp)
+    assert model.get_layer("stop_gradient_fine") is not None
+    assert model.get_layer("head_fine").layers[0].units == 128  # 1024 x 0.125
+    hp.values["fine_loss_ratio"] = 3.0
+    history = hypermodel.fit(hp, model, *_coarse_fine_batch(32), epochs=1, batch_size=32, verbose=0)
+    # Weights in task order (coarse, fine): the fine loss counts three times.
+    assert history.history["weight_fine"] == [pytest.approx(3.0)]
+    assert history.history["weight_coarse"] == [pytest.approx(1.0)]

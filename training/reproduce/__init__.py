@@ -11,7 +11,8 @@ from mtl_tf.names import unknown_name
 # Names the common contract gives; the other families are added with their issues.
 REPRODUCTIONS = {"allconv": "training.reproduce.allconv", "siamese": "training.reproduce.siamese",
                  "selective_sharing": "training.reproduce.selective_sharing",
-                 "evolving_dae": "training.reproduce.evolving_dae"}
+                 "evolving_dae": "training.reproduce.evolving_dae",
+                 "coarse_fine": "training.reproduce.coarse_fine"}
 
 
 def get(name):
