@@ -301,7 +301,8 @@ class EvolvingDAEHyperModel(MultiTaskHyperModel):
 class CoarseFineHyperModel(MultiTaskHyperModel):
     """`coarse_fine` (paper 004): the architecture among the six, whether the reused
     scores pass gradients back (reuse architectures only), the convolutions' and heads'
-    widths as fractions of the paper's, dropout; and the fine/coarse loss ratio as the
+    widths as fractions of the paper's, dropout, the batch norms' momentum (0.9 suits the
+    few steps of a short trial); and the fine/coarse loss ratio as the
     weighting `ratio` (`fine_loss_ratio`, 0.25 to 8, log; the paper's is 2), searched
     beside the core methods. Tasks default to CIFAR-100's `fine` (100) and `coarse` (20)."""
 
@@ -328,6 +329,7 @@ class CoarseFineHyperModel(MultiTaskHyperModel):
                          conv_filters=tuple(tuple(max(1, round(f * conv)) for f in g) for g in CONV_FILTERS),
                          head_units=tuple(max(1, round(u * head)) for u in HEAD_UNITS),
                          dropout=hp.Float("dropout", 0.0, 0.5, step=0.05, default=0.25),
+                         batch_norm_momentum=hp.Choice("batch_norm_momentum", [0.9, 0.99], default=0.99),
                          stop_gradient=stop if architecture in reuse else False)
 
     def _declare_weighting_parameters(self, hp):
