@@ -30,10 +30,11 @@ def _example(name):
     return {"tasks": TASKS, "input_shape": (28, 28, 1)}, (x, y)
 
 
-# Named variants of one builder (`evolving_dae`'s NN_K, four of `coarse_fine`'s six
-# architectures) run in the slow suite; the default one builds each builder and two variants.
+# Named variants of one builder (`evolving_dae`'s NN_K, five of `coarse_fine`'s six
+# architectures) run in the slow suite; the default one builds each builder (`coarse_fine`
+# builds independent nets) and the variant with a shared trunk and a concatenation.
 SLOW = {f"evolving_dae_nn{k}" for k in range(1, 5)} | {
-    f"coarse_fine_{a}" for a in ("independent", "shared", "reuse_coarse", "reuse_fine")}
+    f"coarse_fine_{a}" for a in ("independent", "shared", "reuse_coarse", "reuse_fine", "shared_reuse_fine")}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
