@@ -79,6 +79,9 @@ class Trainer:
             `[["reconstruction_1"], ["classes"]]`.
         steps_per_execution: int. Training steps per compiled call, run in a graph loop
             (callbacks see one batch per call). Defaults to `1`.
+        checkpoint_every: int. With `run_dir`, checkpoint every this many epochs and at the
+            last epoch of `fit` (a resumed run redoes the epochs since). For runs of many
+            tiny epochs (paper 001: 5000 epochs of a few steps). Defaults to `1`.
 
     Example:
     ```python
@@ -96,7 +99,7 @@ class Trainer:
 
     def __init__(self, model, tasks=None, weighting="equal", optimizer="adam",
                  learning_rate=None, distribution=None, run_dir=None, seed=0, shuffle=True,
-                 update="joint", groups=None, steps_per_execution=1):
+                 update="joint", groups=None, steps_per_execution=1, checkpoint_every=1):
         self.model = model
         self.tasks = as_tasks(tasks) if tasks is not None else _infer_tasks(model)
         self.task_names = tuple(t.name for t in self.tasks)
@@ -115,6 +118,8 @@ class Trainer:
         self.shuffle = bool(shuffle)
         _check_positive_int("steps_per_execution", steps_per_execution)
         self.steps_per_execution = int(steps_per_execution)
+        _check_positive_int("checkpoint_every", checkpoint_every)
+        self.checkpoint_every = int(checkpoint_every)
         self.update, self.groups = _check_update(update, groups, self.task_names)
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
@@ -569,11 +574,11 @@ class Trainer:
                                  f"{candidates}. Move the folder aside to start afresh.")
         return int(self.epoch.numpy())
 
-    def _save(self, epoch):
-        """Checkpoints the finished epoch `epoch` (0-based). A failed write (a full
-        disk) leaves the earlier checkpoints as they were, and says so."""
+    def _save(self, epoch, write=True):
+        """Counts the finished epoch `epoch` (0-based) and, if `write`, checkpoints it. A
+        failed write (a full disk) leaves the earlier checkpoints as they were, and says so."""
         self.epoch.assign(epoch + 1)
-        if not self._manager:
+        if not self._manager or not write:
             return
         try:
             self._manager.save(checkpoint_number=epoch + 1)
@@ -706,7 +711,8 @@ class Trainer:
             callback_list.on_epoch_end(epoch, logs)
             logs = final.logs  # with what the callbacks added (CallbackList copies the dict)
             self._write_summaries(writers, logs, epoch)
-            self._save(epoch)
+            self._save(epoch, write=(epoch + 1) % self.checkpoint_every == 0 or epoch + 1 == end
+                       or self.model.stop_training)
             if self.model.stop_training:
                 break
         callback_list.on_train_end(logs)

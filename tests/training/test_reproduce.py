@@ -289,3 +289,39 @@ def test_coarse_fine_on_cifar100_files_fills_the_papers_column(monkeypatch, tmp_
     x = rng.random((4, 32, 32, 3)).astype("float32")
     (batch, labels), = cf.augmented(x, {"fine": np.arange(4)}, seed=1).take(1)
     assert batch.shape == (4, 32, 32, 3) and not np.allclose(batch, x)
+
+
+def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypatch, tmp_path):
+    from training.reproduce import evolving_dae as ed
+
+    monkeypatch.setitem(ed.PROFILES, "quick", {"epochs": 6, "runs": 1, "labelled": (100,), "unlabelled": (0, 1000),
+                                               "architectures": ("nn1",), "eval_every": 2})
+    monkeypatch.setattr(ed, "CORRUPTIONS", (0.1, 0.3))
+    setting = ed.Setting("nn1", 100, 1000, "exp_40")
+    straight = ed.train_run(setting, 0, 6, 0.1, 2)
+    assert [point[0] for point in straight["curve"]] == [2, 4, 6]
+
+    original = ed.ClassError.on_epoch_end
+
+    def cut_off(self, epoch, logs=None):  # killed after epoch 3; the checkpoint of epoch 2 stays
+        original(self, epoch, logs)
+        if epoch + 1 == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ed.ClassError, "on_epoch_end", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        ed.train_run(setting, 0, 6, 0.1, 2, run_dir=tmp_path / "run")
+    monkeypatch.setattr(ed.ClassError, "on_epoch_end", original)
+    resumed = ed.train_run(setting, 0, 6, 0.1, 2, run_dir=tmp_path / "run")
+    np.testing.assert_allclose([p[1:] for p in resumed["curve"]], [p[1:] for p in straight["curve"]], atol=0.02)
+    assert resumed["seconds"] > 0
+
+    only = ["nn1 l=100 baseline", "nn1 l=100 u=1000 exp_40", "nn1 l=100 u=1000 no_reconstruction"]
+    results = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
+    assert json.loads((tmp_path / "out" / "results.json").read_text()) == results
+    assert results["corruption"]["chosen"] in (0.1, 0.3)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "31.0" in report  # the paper's NN1 l = 100 baseline beside ours
+    assert (tmp_path / "out" / "schedules.png").read_bytes()[:4] == b"\x89PNG"
+    again = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
+    assert again["rows"] == results["rows"]

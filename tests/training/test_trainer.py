@@ -198,3 +198,41 @@ def test_fit_accepts_a_finite_tf_data_dataset():
     assert trainer.evaluate(dataset)["loss"] < 0.7 * before
     with pytest.raises(ValueError, match="known, finite"):
         trainer.fit(dataset.repeat(), epochs=1, verbose=0)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.at:
+            raise KeyboardInterrupt
+
+
+def test_checkpoint_every_n_epochs_resumes_from_the_last_written_one(tmp_path):
+    x, y = two_task_batch(64)
+
+    def trainer(run_dir=None):
+        keras.utils.set_random_seed(0)
+        return Trainer(_model(), run_dir=run_dir, checkpoint_every=2, learning_rate=1e-3)
+
+    first = trainer(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):  # stopped in epoch 3, whose checkpoint is not due
+        first.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[_Interrupt(3)])
+    written = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index"))
+    assert written == ["ckpt-2.index"]
+    resumed = trainer(tmp_path / "run")
+    assert resumed.restore() == 2
+    history = resumed.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 again
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index")) == [
+        "ckpt-2.index", "ckpt-4.index"]
+    with open(tmp_path / "run" / "history.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2", "3"]
+    straight = trainer()
+    straight.fit(x, y, epochs=4, batch_size=32, verbose=0)
+    for a, b in zip(resumed.model.weights, straight.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"checkpoint_every=0"):
+        Trainer(_model(), checkpoint_every=0)

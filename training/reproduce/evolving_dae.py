@@ -16,6 +16,7 @@ validation data (NN1, l = 100, u = 10^4, exp_40, the first seed) among `CORRUPTI
 """
 
 import dataclasses
+import json
 import time
 
 import keras
@@ -158,24 +159,40 @@ class LastTenthDecay(keras.callbacks.Callback):
 
 class ClassError(keras.callbacks.Callback):
     """Every `every` epochs and at the last, the classifier's error (%) on validation and
-    test, kept in `curve` as (epoch, val, test)."""
+    test, kept in `curve` as (epoch, val, test). With `path`, the curve and the training
+    seconds so far are saved there at each point and read back by a resumed run (up to
+    the epoch its checkpoint holds)."""
 
-    def __init__(self, val, test, every, epochs):
+    def __init__(self, val, test, every, epochs, path=None):
         super().__init__()
-        self.val, self.test, self.every, self.epochs = val, test, every, epochs
-        self.trainer, self.curve = None, []
+        self.val, self.test, self.every, self.epochs, self.path = val, test, every, epochs, path
+        self.trainer, self.curve, self.earlier_seconds = None, [], 0.0
 
     def set_trainer(self, trainer):
         self.trainer = trainer
+
+    def on_train_begin(self, logs=None):
+        self.start = time.time()
+        if self.path is not None and self.path.exists():
+            saved, reached = json.loads(self.path.read_text()), int(self.trainer.epoch.numpy())
+            self.curve = [tuple(point) for point in saved["curve"] if point[0] <= reached]
+            self.earlier_seconds = saved["seconds"]
+
+    @property
+    def seconds(self):
+        return self.earlier_seconds + time.time() - self.start
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0 or epoch + 1 == self.epochs:
             errors = [100.0 * (1.0 - float(np.mean(np.argmax(self.trainer.model.predict(
                 x, batch_size=5000, verbose=0)["classes"], axis=1) == y))) for x, y in (self.val, self.test)]
             self.curve.append((epoch + 1, *errors))
+            if self.path is not None:
+                write_json(self.path, {"curve": self.curve, "seconds": round(self.seconds, 2)})
 
 
-def train_run(setting, seed, epochs, corruption, eval_every, log=None):
+def train_run(setting, seed, epochs, corruption, eval_every, log=None, run_dir=None):
+    """One run; with `run_dir`, checkpointed at every evaluation and resumed from there."""
     x, y = draw(setting.labelled, 0 if setting.schedule == "baseline" else setting.unlabelled, seed)
     keras.utils.set_random_seed(seed)  # the same initial weights for every setting of this seed
     model = zoo.build("evolving_dae", architecture=setting.architecture, corruption=corruption, seed=seed)
@@ -189,12 +206,13 @@ def train_run(setting, seed, epochs, corruption, eval_every, log=None):
         kwargs = {"weighting": weighting(setting.schedule, epochs), "update": "alternating",
                   "groups": evolving_dae.groups(model)}
     trainer = Trainer(model, tasks=tasks, optimizer=keras.optimizers.SGD(LEARNING_RATE), seed=seed,
-                      steps_per_execution=STEPS_PER_EXECUTION, **kwargs)
-    errors = ClassError(_split("val10k"), _split("test"), eval_every, epochs)
-    start = time.time()
+                      steps_per_execution=STEPS_PER_EXECUTION, run_dir=run_dir, checkpoint_every=eval_every,
+                      **kwargs)
+    errors = ClassError(_split("val10k"), _split("test"), eval_every, epochs,
+                        path=run_dir / "curve.json" if run_dir else None)
     trainer.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, verbose=0,
                 callbacks=[LastTenthDecay(LEARNING_RATE, epochs), errors])
-    seconds = time.time() - start
+    seconds = errors.seconds
     curve = np.asarray(errors.curve)
     chosen = int(np.argmin(curve[:, 1]))
     return {"setting": setting.name, "run_seed": seed, "epochs": epochs, "corruption": corruption,
@@ -244,7 +262,8 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
             record = workdir.finished(setting.name, run)
             if record is None and setting in chosen:
                 log(f"[{chosen.index(setting) + 1}/{len(chosen)}] {setting.name}, run {run + 1}/{runs}")
-                record = train_run(setting, seed * 1000 + run, epochs, corruption["chosen"], every)
+                record = train_run(setting, seed * 1000 + run, epochs, corruption["chosen"], every,
+                                   run_dir=workdir.out / "train" / f"{setting.name.replace(' ', '_')}-{run:02d}")
                 workdir.save_run(setting.name, run, record)
                 log(f"    test error {record['test_error']:.2f}% at the last epoch, "
                     f"{record['test_error_chosen']:.2f}% at epoch {record['chosen_epoch']} chosen on "
