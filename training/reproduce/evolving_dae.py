@@ -306,7 +306,29 @@ def summarise(found, profile, runs, seed, epochs, corruption, wall_seconds):
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(), "versions": versions(),
             "wall_seconds": round(wall_seconds, 1), "seed": seed, "epochs": epochs, "runs_per_setting": runs,
             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "corruption": corruption,
-            "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1), "rows": rows}
+            "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
+            "full_profile_hours": full_profile_hours(found), "rows": rows}
+
+
+def steps(setting, epochs):
+    """Training steps of a run: per epoch, one per batch of the labelled and unlabelled
+    images, and with a schedule (alternating update) one per group of tasks."""
+    unlabelled = 0 if setting.schedule == "baseline" else (
+        50000 - setting.labelled if setting.unlabelled == REST else setting.unlabelled)
+    batches = -(-(setting.labelled + unlabelled) // BATCH_SIZE)
+    return epochs * batches * (1 if setting.schedule == "baseline" else 2)
+
+
+def full_profile_hours(found):
+    """The full profile's training time at the speed these runs measured (steps per
+    second over all of them; NN2-4 are taken at NN1's speed, so it is a lower bound)."""
+    done = [(r, s) for s in settings("full") + settings("quick") for r in found.get(s.name, [])]
+    seconds = sum(r["seconds"] for r, _ in done)
+    if not seconds:
+        return None
+    rate = sum(steps(s, r["epochs"]) for r, s in done) / seconds
+    work = sum(steps(s, PROFILES["full"]["epochs"]) for s in settings("full")) * PROFILES["full"]["runs"]
+    return round(work / rate / 3600, 1)
 
 
 def _row(results, setting, metric):
@@ -351,7 +373,9 @@ def render_report(results, found, profile):
         "labelled/unlabelled draw and the initial weights); differences are paired by seed.",
         f"- Machine: {results['device']}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
-        f"({format_seconds(results['train_seconds'])} of it training).",
+        f"({format_seconds(results['train_seconds'])} of it training)."
+        + (f" At these runs' speed the full profile trains for about {results['full_profile_hours']:,.0f} h "
+           "(NN2-4 counted at NN1's speed)." if results.get("full_profile_hours") else ""),
         "",
     ]
     missing = [s.name for s in settings(profile) if len(found.get(s.name, [])) < results["runs_per_setting"]]
