@@ -52,6 +52,7 @@ FINE_WEIGHT = 2.0
 HELD_OUT = 0.2
 DATASETS = {"cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST (4 groups)",
             "pooled": "MNIST + Fashion-MNIST + letters (3 sets, 30 classes)"}
+SHORT = {"cifar100": "CIFAR-100", "fashion_mnist": "Fashion-MNIST", "pooled": "M + F + letters"}
 WEIGHTINGS = ("paper", "uncertainty")
 TITLES = {"independent": "Independent", "shared": "Shared Convolutions", "reuse_coarse": "Reuse Coarse Labels",
           "reuse_fine": "Reuse Fine Labels", "shared_reuse_coarse": "Shared & Reuse Coarse",
@@ -254,7 +255,15 @@ def summarise(found, profile, runs, seed, present, wall_seconds):
             "batch_norm_momentum": limits["batch_norm_momentum"],
             "data": present, "paper_widths_params": paper_widths_params(),
             "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
+            "images_per_second": _speed(found),
             "orderings": orderings(rows, present), "rows": rows}
+
+
+def _speed(found):
+    """Training images per second over all runs (held-out evaluation included)."""
+    runs = [r for rs in found.values() for r in rs]
+    seconds = sum(r["seconds"] for r in runs)
+    return round(sum(r["train_images"] * r["epochs"] for r in runs) / seconds, 1) if seconds else None
 
 
 def paper_widths_params():
@@ -330,7 +339,9 @@ def render_report(results):
         "every setting); mean +- std.",
         f"- Machine: {results['device']}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
-        f"({format_seconds(results['train_seconds'])} of it training).",
+        f"({format_seconds(results['train_seconds'])} of it training"
+        + (f", {results['images_per_second']:,.0f} training images/s with the held-out evaluation)."
+           if results.get("images_per_second") else ")."),
         "",
         "Parameters at the paper's widths on CIFAR-100's 32 x 32 x 3 images (the paper says they are equal; "
         "the author's code gives them equal widths): " + ", ".join(
@@ -394,7 +405,7 @@ def plot_curves(found, path):
                     length = min(len(c) for c in curves)
                     mean = np.mean([c[:length] for c in curves], axis=0)
                     ax.plot(np.arange(1, length + 1), mean, label=TITLES[a])
-            ax.set_title(f"{DATASETS.get(data, data).split(' (')[0]}: held-out {metric.replace('_', ' ')}", fontsize=10)
+            ax.set_title(f"{SHORT.get(data, data)}: held-out {metric.replace('_', ' ')}", fontsize=10)
             ax.set_xlabel("epoch")
             if row == 0 and column == 0:
                 ax.legend(fontsize=7)
