@@ -149,28 +149,30 @@ def coarse_fine(tasks=None, input_shape=(32, 32, 3), architecture="independent",
     reused = {"reuse_coarse": coarse, "reuse_fine": fine}.get(architecture.replace("shared_", ""))
     reusing = None if reused is None else (fine if reused == coarse else coarse)
 
+    def blocks(width, units, num_classes, part):
+        return _blocks(width, units, dropout, batch_norm_momentum, num_classes, part)
+
     # === Trunks ===
     inputs = keras.Input(input_shape, name="inputs")
     if shared:
         features = dict.fromkeys(names, _trunk(input_shape, conv_filters, batch_norm_momentum, "trunk")(inputs))
     else:
-        features = {t: _trunk(input_shape, conv_filters, batch_norm_momentum, f"trunk_{t}")(inputs) for t in names}
+        features = {t: _trunk(input_shape, conv_filters, batch_norm_momentum, f"trunk_{t}")(inputs)
+                    for t in names}
     width = features[names[0]].shape[-1]
 
     # === Heads ===
     outputs = {}
     for task in [t for t in names if t != reusing]:  # the reused head first
-        outputs[task] = _blocks(width, head_units, dropout, batch_norm_momentum, classes[task], f"head_{task}")(features[task])
+        outputs[task] = blocks(width, head_units, classes[task], f"head_{task}")(features[task])
     if reusing is not None:
-        lower = _blocks(width, head_units[:reuse_after], dropout, batch_norm_momentum, None,
-                        f"head_{reusing}_lower")(features[reusing])
+        lower = blocks(width, head_units[:reuse_after], None, f"head_{reusing}_lower")(features[reusing])
         scores = outputs[reused]
         if stop_gradient:
             scores = StopGradient(name=f"stop_gradient_{reused}")(scores)
         joined = keras.layers.Concatenate(name=f"concat_{reused}")([lower, scores])
-        outputs[reusing] = _blocks(joined.shape[-1], head_units[reuse_after:], dropout,
-                                   batch_norm_momentum, classes[reusing],
-                                   f"head_{reusing}_upper")(joined)
+        outputs[reusing] = blocks(joined.shape[-1], head_units[reuse_after:], classes[reusing],
+                                  f"head_{reusing}_upper")(joined)
     return keras.Model(inputs, {t: outputs[t] for t in names}, name=name or f"coarse_fine_{architecture}")
 
 
