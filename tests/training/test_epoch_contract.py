@@ -67,10 +67,10 @@ def test_a_run_stopped_after_its_history_row_trains_that_epoch_once_more(tmp_pat
     x, y = _data()
     save = Trainer._save
 
-    def killed_at_epoch_two(self, epoch):
+    def killed_at_epoch_two(self, epoch, **kwargs):
         if epoch == 1:
             raise KeyboardInterrupt
-        save(self, epoch)
+        save(self, epoch, **kwargs)
 
     monkeypatch.setattr(Trainer, "_save", killed_at_epoch_two)
     with pytest.raises(KeyboardInterrupt):
