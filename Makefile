@@ -34,8 +34,11 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Speed figures (not tests): per-task gradient costs, Trainer vs Keras fit() throughput.
+# `make bench` writes the speed record (benchmarks/results.json, .md); `make bench QUICK=1`
+# shrinks every measurement to seconds (not the record). Then the detailed tables.
 bench: data
-	$(PY) -m benchmarks.gradient_taps
-	$(PY) -m benchmarks.throughput
-	$(PY) -m benchmarks.allconv_speed
-	$(PY) -m benchmarks.selective_sharing
+	$(PY) -m benchmarks.record $(if $(QUICK),--quick --out runs/bench-quick)
+	$(if $(QUICK),,$(PY) -m benchmarks.gradient_taps)
+	$(if $(QUICK),,$(PY) -m benchmarks.throughput)
+	$(if $(QUICK),,$(PY) -m benchmarks.allconv_speed)
+	$(if $(QUICK),,$(PY) -m benchmarks.selective_sharing)

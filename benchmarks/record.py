@@ -1,0 +1,280 @@
+"""The speed record: `make bench` (`python -m benchmarks.record [--quick]`) measures each
+figure, compares side by side in one run, and writes `benchmarks/results.json` (machine,
+date, versions, and under `"metrics"` one number per key of `GOALS`) and
+`benchmarks/results.md`.
+
+Comparisons are interleaved: each round runs every contender once, in an order that
+rotates from round to round (A B, B A, ...), after a warm-up run each; a figure is the
+median over rounds and a ratio comes with the spread of the per-round ratios. `--quick`
+shrinks every measurement to seconds (for the test that checks the file's keys); its
+figures are not the record.
+
+A key whose peer is not installed here (PyTorch is a benchmark-only extra) is written as
+null with the reason under `"missing"`.
+"""
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+# key -> (goal, "min" if the figure must be at least the goal, else "max"), from issue 17.
+GOALS = {
+    "train_vs_fit_ratio": (1.0, "min"),
+    "train_vs_fit_ratio_hard_sharing": (1.0, "min"),
+    "train_vs_torch_ratio": (1.0, "min"),
+    "task_grads_T10_rep_ratio": (1.2, "max"),
+    "task_grads_T10_shared_weights_ratio": (1.5, "max"),
+    "selective_sharing_overhead_pct": (5.0, "max"),
+    "serving_latency_ratio": (1.0, "max"),
+    "data_vs_train_ratio": (10.0, "min"),
+    "epoch_vs_steady_ratio": (0.97, "min"),
+    "train_flops_fraction_of_peak": (0.75, "min"),
+    "train_rss_vs_torch_ratio": (1.5, "max"),
+}
+
+
+# === Timing ===================================================================================
+def interleaved(contenders, rounds, warmup=1):
+    """Runs each callable of `contenders` (name -> callable) `warmup` times, then `rounds`
+    rounds in which each runs once, the order rotating from round to round (A B, B A, ...).
+    Returns name -> list of seconds, one per round."""
+    names = list(contenders)
+    for name in names:
+        for _ in range(warmup):
+            contenders[name]()
+    times = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            contenders[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio(numerator, denominator):
+    """The median of `numerator[i] / denominator[i]` over rounds, with its min and max."""
+    per_round = np.asarray(numerator) / np.asarray(denominator)
+    return {"median": float(np.median(per_round)), "min": float(per_round.min()), "max": float(per_round.max()),
+            "rounds": len(per_round)}
+
+
+# === Data and models ==========================================================================
+def _mnist(n):
+    from mtl_tf.data import load_numpy
+
+    images, labels = load_numpy("mnist", "train")
+    x = images[:n, ..., None].astype(np.float32) / 255.0
+    # Two tasks labelled on every example, so Keras `fit()` (which has no label mask) trains
+    # the same thing: the digit, and the digit shifted by one.
+    return x, {"mnist": labels[:n].astype(np.int64), "shifted": ((labels[:n] + 1) % 10).astype(np.int64)}
+
+
+def _net(kind):
+    import zoo
+
+    tasks = {"mnist": 10, "shifted": 10}
+    if kind == "allconv":  # paper 000's default net with a head per task: 108,660 parameters
+        return zoo.build("allconv", tasks=tasks, form="heads")
+    return zoo.build("hard_sharing", tasks=tasks, input_shape=(28, 28, 1))
+
+
+# === Figures ==================================================================================
+def trainer_vs_fit(kind, images, rounds, batch=100):
+    """One epoch of the Trainer against one of Keras `compile`/`fit`, same model, data,
+    batch and optimiser (Adam), interleaved. Returns (ratio fit/trainer seconds, detail)."""
+    import keras
+
+    from training import Trainer
+
+    x, y = _mnist(images)
+    keras.utils.set_random_seed(0)
+    fit_model = _net(kind)
+    fit_model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss={t: keras.losses.SparseCategoricalCrossentropy(from_logits=True) for t in y})
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(_net(kind), optimizer=keras.optimizers.Adam(1e-3))
+    times = interleaved({
+        "fit": lambda: fit_model.fit(x, y, batch_size=batch, epochs=1, shuffle=True, verbose=0),
+        "trainer": lambda: trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0),
+    }, rounds)
+    result = ratio(times["fit"], times["trainer"])
+    detail = {"images": images, "batch": batch, "params": trainer.model.count_params(),
+              "fit_images_per_s": images / float(np.median(times["fit"])),
+              "trainer_images_per_s": images / float(np.median(times["trainer"])), "ratio": result}
+    return result["median"], detail
+
+
+def epoch_vs_steady(images, rounds, batch=100):
+    """Whole-epoch throughput of the Trainer (its dataset, the epoch's first and last
+    steps, the end-of-epoch work) against the steady state: the same steps timed between
+    the tenth step and the tenth from the end. Returns (ratio, detail)."""
+    import keras
+
+    from training import Trainer
+
+    x, y = _mnist(images)
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(_net("allconv"), optimizer=keras.optimizers.Adam(1e-3))
+    steps = -(-images // batch)
+    skip = max(1, min(10, steps // 4))
+
+    class Steady(keras.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step == skip - 1:
+                self.start = time.perf_counter()
+            if step == steps - skip - 1:
+                self.seconds = time.perf_counter() - self.start
+
+    trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)  # trace and warm up
+    whole, steady = [], []
+    for _ in range(rounds):
+        probe = Steady()
+        start = time.perf_counter()
+        trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0, callbacks=[probe])
+        whole.append(time.perf_counter() - start)
+        steady.append(probe.seconds)
+    epoch_rate = images / np.asarray(whole)
+    steady_rate = (steps - 2 * skip) * batch / np.asarray(steady)
+    result = ratio(epoch_rate, steady_rate)
+    return result["median"], {"images": images, "batch": batch, "epoch_images_per_s": float(np.median(epoch_rate)),
+                              "steady_images_per_s": float(np.median(steady_rate)), "ratio": result}
+
+
+def matmul_peak(quick):
+    """The best fp32 matrix-multiply rate TensorFlow reaches here (FLOP/s), over sizes."""
+    import tensorflow as tf
+
+    best = {}
+    for n in ((256, 512) if quick else (512, 1024, 2048, 3072)):
+        a = tf.random.normal((n, n))
+        b = tf.random.normal((n, n))
+        product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+        product().numpy()
+        seconds = min(_seconds(lambda: product().numpy()) for _ in range(3 if quick else 7))
+        best[n] = 2 * n ** 3 / seconds
+    return max(best.values()), {str(n): round(v / 1e9, 1) for n, v in best.items()}
+
+
+def _seconds(function):
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def training_flops_per_image(model):
+    """Multiply-adds of the forward pass of every Conv2D and Dense layer, times 2 (FLOPs),
+    times 3 for a training step (forward, and the two backward products per layer)."""
+    import keras
+
+    total = 0
+    for layer in _layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, out = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * out * kh * kw * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return 3 * total
+
+
+def _layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def flops_fraction(images, rounds, quick, batch=100):
+    """Achieved training FLOP/s of the all-conv step (steady state) over the best measured
+    matrix-multiply rate. Returns (fraction, detail)."""
+    peak, by_size = matmul_peak(quick)
+    steady, detail = epoch_vs_steady(images, rounds, batch)
+    rate = detail["steady_images_per_s"] * training_flops_per_image(_net("allconv"))
+    return rate / peak, {"peak_gflops": round(peak / 1e9, 1), "peak_by_size_gflops": by_size,
+                         "achieved_gflops": round(rate / 1e9, 2),
+                         "flops_per_image": training_flops_per_image(_net("allconv"))}
+
+
+def selective_sharing_overhead(images, rounds):
+    from benchmarks.selective_sharing import measure
+
+    median, pct, times = measure(images, rounds)
+    return pct, {"images": images, "median_seconds": median}
+
+
+# === The record ===============================================================================
+def machine():
+    from training.reproduce.common import device, versions
+
+    return {"device": device(), "platform": platform.platform(), "versions": versions(),
+            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
+
+
+def measure_all(quick=False, log=print):
+    """Every figure this module can measure here: (metrics, details, missing)."""
+    size = {"images": 1000 if quick else 10000, "rounds": 2 if quick else 3}
+    metrics, details, missing = dict.fromkeys(GOALS), {}, {}
+    jobs = {
+        "train_vs_fit_ratio": lambda: trainer_vs_fit("allconv", size["images"], size["rounds"]),
+        "train_vs_fit_ratio_hard_sharing": lambda: trainer_vs_fit("hard_sharing", size["images"], size["rounds"]),
+        "epoch_vs_steady_ratio": lambda: epoch_vs_steady(size["images"], size["rounds"]),
+        "train_flops_fraction_of_peak": lambda: flops_fraction(size["images"], size["rounds"], quick),
+        "selective_sharing_overhead_pct": lambda: selective_sharing_overhead(size["images"], size["rounds"]),
+    }
+    for key in GOALS:
+        if key not in jobs:
+            missing[key] = "not measured by this version of the record yet"
+            continue
+        start = time.time()
+        log(f"{key} ...")
+        metrics[key], details[key] = jobs[key]()
+        log(f"{key}: {metrics[key]:.3f} ({time.time() - start:.0f} s)")
+    return metrics, details, missing
+
+
+def write(metrics, details, missing, quick, out=HERE):
+    from mtl_tf.data.paths import atomic_write_bytes
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    record = {"machine": machine(), "quick": quick, "metrics": metrics, "goals": GOALS,
+              "details": details, "missing": missing}
+    atomic_write_bytes(Path(out) / "results.json", (json.dumps(record, indent=2, default=float) + "\n").encode())
+    lines = ["# Speed record", "",
+             f"{record['machine']['date']}, {record['machine']['device']}; " + ", ".join(
+                 f"{k} {v}" for k, v in record["machine"]["versions"].items())
+             + (" (**--quick**: shrunk measurements, not the record)" if quick else ""), "",
+             "| figure | value | goal | met | spread (per-round ratios) |", "|---|---|---|---|---|"]
+    for key, (goal, kind) in GOALS.items():
+        value = metrics.get(key)
+        spread = details.get(key, {}).get("ratio")
+        shown = "-" if value is None else f"{value:.3f}"
+        met = "-" if value is None else ("yes" if (value >= goal if kind == "min" else value <= goal) else "no")
+        lines.append(f"| `{key}` | {shown} | {'>=' if kind == 'min' else '<='} {goal:g} | {met} | "
+                     + (f"{spread['min']:.3f} to {spread['max']:.3f} over {spread['rounds']}" if spread else
+                        missing.get(key, "")) + " |")
+    atomic_write_bytes(Path(out) / "results.md", ("\n".join(lines) + "\n").encode())
+    return record
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="seconds per figure; not the record")
+    parser.add_argument("--out", default=str(HERE), help="folder for results.json and results.md")
+    args = parser.parse_args(argv)
+    metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True))
+    record = write(metrics, details, missing, args.quick, args.out)
+    print((Path(args.out) / "results.md").read_text())
+    return record
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,45 @@
+"""The speed record's contract: `make bench QUICK=1` writes results.json and results.md
+with every key of the record (null only with the reason it is missing)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import record
+
+
+def test_interleaving_alternates_the_order_and_ratio_is_per_round():
+    calls = []
+    times = record.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b"),
+                                "c": lambda: calls.append("c")}, rounds=3)
+    assert "".join(calls) == "abc" + "abc" + "bca" + "cab"  # warm-ups, then each in each place
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    spread = record.ratio([2.0, 4.0, 3.0], [1.0, 1.0, 2.0])
+    assert spread == {"median": 2.0, "min": 1.5, "max": 4.0, "rounds": 3}
+
+
+def test_training_flops_of_a_conv_and_a_dense_layer_follow_the_formula():
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    z = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    out = keras.layers.Dense(5)(keras.layers.Flatten()(z))
+    model = keras.Model(inputs, out)
+    conv = 2 * 8 * 8 * 4 * 3 * 3 * 3
+    dense = 2 * (8 * 8 * 4) * 5
+    assert record.training_flops_per_image(model) == 3 * (conv + dense)
+
+
+@pytest.mark.slow
+def test_quick_record_writes_every_key(tmp_path):
+    result = record.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["metrics"]) == set(record.GOALS)
+    for key, value in saved["metrics"].items():
+        assert (value is None) == (key in saved["missing"]), key
+        assert value is None or np.isfinite(value)
+    assert saved["quick"] is True and saved["machine"]["versions"]["tensorflow"]
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"`{key}`" in table for key in record.GOALS) and "--quick" in table
+    assert result["metrics"] == saved["metrics"]
