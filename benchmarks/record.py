@@ -204,6 +204,72 @@ def flops_fraction(images, rounds, quick, batch=100):
                          "flops_per_image": training_flops_per_image(_net("allconv"))}
 
 
+def task_grads_step(images, rounds, tasks=10, batch=64):
+    """A training step that needs every task's gradient at the shared representation
+    (PCGrad, representation mode: one backward through the heads gives all T, then one
+    trunk backward) against a plain step (equal weights, one backward), `hard_sharing`
+    with T ten-way heads, interleaved epochs. Returns (ratio, detail)."""
+    import keras
+
+    import zoo
+    from training import Trainer
+
+    x, labels = _mnist(images)
+    names = [f"t{i}" for i in range(tasks)]
+    y = {n: (labels["mnist"] + i) % 10 for i, n in enumerate(names)}
+    trainers = {}
+    for method in ("equal", "pcgrad"):
+        keras.utils.set_random_seed(0)
+        model = zoo.build("hard_sharing", tasks={n: 10 for n in names}, input_shape=(28, 28, 1))
+        trainers[method] = Trainer(model, weighting=method, optimizer=keras.optimizers.Adam(1e-3))
+    times = interleaved({m: (lambda t=t: t.fit(x, y, epochs=1, batch_size=batch, verbose=0))
+                         for m, t in trainers.items()}, rounds)
+    result = ratio(times["pcgrad"], times["equal"])
+    return result["median"], {"tasks": tasks, "images": images, "batch": batch, "ratio": result}
+
+
+def last_layer_task_grads(rounds, tasks=10, batch=64):
+    """Every task's gradient of the last shared Dense layer's weights (one backward through
+    the heads, then one einsum with the layer's input) against one backward pass of the
+    summed loss to every weight; `benchmarks.gradient_taps`'s compiled functions."""
+    from benchmarks.gradient_taps import measure
+
+    row = measure(tasks, batch, max(rounds * 5, 5))
+    return row["(b) last shared layer"], {"tasks": tasks, "batch": batch,
+                                           "one_backward_seconds": row["one backward (s)"], "row": row}
+
+
+def data_vs_train(images, rounds, batch=100):
+    """Examples per second the input paths deliver, against what training consumes: the
+    slower of `mtl_tf.data.load` (MNIST train, shuffled, normalised, batched, prefetched)
+    and the Trainer's own dataset of in-memory arrays, over the all-conv net's training
+    rate (whole epochs of the Trainer). Returns (ratio, detail)."""
+    import keras
+
+    from mtl_tf.data import load
+    from training import Trainer
+    from training.data import epoch_dataset
+
+    x, y = _mnist(images)
+    steps = -(-images // batch)
+
+    def drain(dataset):
+        for _ in dataset.take(steps):
+            pass
+
+    loader = load("mnist", "train", batch_size=batch, shuffle=True)
+    trainer_data, _ = epoch_dataset(x, y, batch)
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(_net("allconv"), optimizer=keras.optimizers.Adam(1e-3))
+    times = interleaved({"load": lambda: drain(loader), "trainer_dataset": lambda: drain(trainer_data),
+                         "training": lambda: trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)}, rounds)
+    rates = {k: steps * batch / np.asarray(v) for k, v in times.items()}
+    slower = np.minimum(rates["load"], rates["trainer_dataset"])
+    result = ratio(slower, rates["training"])
+    return result["median"], {"images": images, "batch": batch, "ratio": result,
+                              **{f"{k}_examples_per_s": float(np.median(v)) for k, v in rates.items()}}
+
+
 def selective_sharing_overhead(images, rounds):
     from benchmarks.selective_sharing import measure
 
@@ -229,6 +295,9 @@ def measure_all(quick=False, log=print):
         "epoch_vs_steady_ratio": lambda: epoch_vs_steady(size["images"], size["rounds"]),
         "train_flops_fraction_of_peak": lambda: flops_fraction(size["images"], size["rounds"], quick),
         "selective_sharing_overhead_pct": lambda: selective_sharing_overhead(size["images"], size["rounds"]),
+        "task_grads_T10_rep_ratio": lambda: task_grads_step(size["images"], size["rounds"]),
+        "data_vs_train_ratio": lambda: data_vs_train(size["images"], size["rounds"]),
+        "task_grads_T10_shared_weights_ratio": lambda: last_layer_task_grads(size["rounds"]),
     }
     for key in GOALS:
         if key not in jobs:
