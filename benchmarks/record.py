@@ -270,6 +270,69 @@ def data_vs_train(images, rounds, batch=100):
                               **{f"{k}_examples_per_s": float(np.median(v)) for k, v in rates.items()}}
 
 
+_SERVE = """
+import json, sys, time
+import numpy as np, tensorflow as tf
+path, calls = sys.argv[1], int(sys.argv[2])
+serve = tf.saved_model.load(path).signatures["serving_default"]
+result = {}
+for batch in (1, 256):
+    x = tf.constant(np.random.default_rng(0).random((batch, 28, 28, 1), dtype=np.float32))
+    for _ in range(5):
+        serve(inputs=x)
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        {k: v.numpy() for k, v in serve(inputs=x).items()}
+        times.append(time.perf_counter() - start)
+    result[batch] = float(np.median(times))
+print(json.dumps(result))
+"""
+
+
+def serving(rounds, quick):
+    """The exported SavedModel's batch-1 latency, loaded in a process that never imported
+    this project (`tf.saved_model.load`, `serving_default`), against calling the Keras
+    model in memory (`model(x, training=False)`), the all-conv net; alternated over rounds.
+    Also the batch-256 throughput of both. Returns (latency ratio, detail)."""
+    import subprocess
+    import tempfile
+
+    import keras
+
+    import mtl_tf.export
+
+    keras.utils.set_random_seed(0)
+    model = _net("allconv")
+    calls = 20 if quick else 200
+    keras_times = {1: [], 256: []}
+    served = {1: [], 256: []}
+    with tempfile.TemporaryDirectory() as folder:
+        path = mtl_tf.export.save(model, Path(folder) / "allconv")
+        for _ in range(rounds):
+            for batch in (1, 256):
+                x = np.random.default_rng(0).random((batch, 28, 28, 1), dtype=np.float32)
+                for _ in range(5):
+                    model(x, training=False)
+                times = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    {k: np.asarray(v) for k, v in model(x, training=False).items()}
+                    times.append(time.perf_counter() - start)
+                keras_times[batch].append(float(np.median(times)))
+            out = subprocess.run([sys.executable, "-c", _SERVE, str(path), str(calls)], capture_output=True,
+                                 text=True, check=True, cwd=folder)
+            for batch, seconds in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                served[int(batch)].append(seconds)
+    result = ratio(served[1], keras_times[1])
+    return result["median"], {
+        "ratio": result, "calls": calls,
+        "saved_model_batch1_ms": 1e3 * float(np.median(served[1])),
+        "keras_batch1_ms": 1e3 * float(np.median(keras_times[1])),
+        "saved_model_batch256_images_per_s": 256 / float(np.median(served[256])),
+        "keras_batch256_images_per_s": 256 / float(np.median(keras_times[256]))}
+
+
 def selective_sharing_overhead(images, rounds):
     from benchmarks.selective_sharing import measure
 
@@ -297,6 +360,7 @@ def measure_all(quick=False, log=print):
         "selective_sharing_overhead_pct": lambda: selective_sharing_overhead(size["images"], size["rounds"]),
         "task_grads_T10_rep_ratio": lambda: task_grads_step(size["images"], size["rounds"]),
         "data_vs_train_ratio": lambda: data_vs_train(size["images"], size["rounds"]),
+        "serving_latency_ratio": lambda: serving(size["rounds"], quick),
         "task_grads_T10_shared_weights_ratio": lambda: last_layer_task_grads(size["rounds"]),
     }
     for key in GOALS:
