@@ -36,7 +36,14 @@ clean-venv:
 # Speed figures (not tests): per-task gradient costs, Trainer vs Keras fit() throughput.
 # `make bench` writes the speed record (benchmarks/results.json, .md); `make bench QUICK=1`
 # shrinks every measurement to seconds (not the record). Then the detailed tables.
-bench: data
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/.installed: requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-bench.txt
+	touch $@
+
+bench: data $(BENCH_VENV)/.installed
 	$(PY) -m benchmarks.record $(if $(QUICK),--quick --out runs/bench-quick)
 	$(if $(QUICK),,$(PY) -m benchmarks.gradient_taps)
 	$(if $(QUICK),,$(PY) -m benchmarks.throughput)

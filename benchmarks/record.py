@@ -333,6 +333,91 @@ def serving(rounds, quick):
         "keras_batch256_images_per_s": 256 / float(np.median(keras_times[256]))}
 
 
+ROOT = HERE.parent
+BENCH_VENV = ROOT / ".venv-bench"
+
+
+def bench_python():
+    """The benchmark environment's Python (PyTorch installed), or None."""
+    import os
+
+    given = os.environ.get("MTL_TF_BENCH_PYTHON")
+    path = Path(given) if given else BENCH_VENV / "bin" / "python"
+    return path if path.exists() else None
+
+
+def _run_json(command):
+    import subprocess
+
+    out = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM; `getrusage`'s maxrss would include the
+    parent's, which Linux carries across exec)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def rss_probe(path, epochs, batch):
+    """In a fresh process: the Trainer on the all-conv net, a warm-up epoch and `epochs`
+    timed ones on the arrays of `path`; prints the seconds and the peak RSS (MB)."""
+    import keras
+
+    from training import Trainer
+
+    data = np.load(path)
+    x, y = data["x"], {k: data[k] for k in ("mnist", "shifted")}
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(_net("allconv"), optimizer=keras.optimizers.Adam(1e-3))
+    trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+def against_torch(images, rounds, batch=100):
+    """The Trainer against PyTorch on the CPU (`benchmarks/torch_allconv.py`, NCHW and
+    channels-last, the faster counting), the all-conv net, same data, batch and optimiser;
+    each contender in its own fresh process per round (a warm-up epoch, then one timed),
+    rounds alternating the order. Returns ((speed ratio, RSS ratio), detail)."""
+    import tempfile
+
+    python = bench_python()
+    if python is None:
+        raise RuntimeError(f"PyTorch is not installed: `make bench` installs it into {BENCH_VENV} "
+                           f"(requirements-bench.txt), or set MTL_TF_BENCH_PYTHON")
+    x, y = _mnist(images)
+    script = HERE / "torch_allconv.py"
+    runs = {"trainer": [], "torch_nchw": [], "torch_channels_last": []}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data.npz"
+        np.savez(data, x=x, **y)
+        commands = {"trainer": [sys.executable, "-m", "benchmarks.record", "--rss-probe", data, 1, batch],
+                    "torch_nchw": [python, script, data, 1, batch],
+                    "torch_channels_last": [python, script, data, 1, batch, "--channels-last"]}
+        names = list(commands)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(_run_json(commands[name]))
+    seconds = {k: [v["seconds"][0] for v in rs] for k, rs in runs.items()}
+    best = "torch_nchw" if np.median(seconds["torch_nchw"]) <= np.median(seconds["torch_channels_last"]) \
+        else "torch_channels_last"
+    speed = ratio(seconds[best], seconds["trainer"])
+    rss = {k: float(np.median([v["peak_rss_mb"] for v in rs])) for k, rs in runs.items()}
+    return (speed["median"], rss["trainer"] / rss[best]), {
+        "ratio": speed, "images": images, "batch": batch, "torch_layout": best.split("_", 1)[1],
+        "torch_version": runs[best][0]["torch"], "torch_threads": runs[best][0]["threads"],
+        **{f"{k}_images_per_s": images / float(np.median(v)) for k, v in seconds.items()},
+        **{f"{k}_peak_rss_mb": v for k, v in rss.items()}}
+
+
 def selective_sharing_overhead(images, rounds):
     from benchmarks.selective_sharing import measure
 
@@ -365,12 +450,22 @@ def measure_all(quick=False, log=print):
     }
     for key in GOALS:
         if key not in jobs:
-            missing[key] = "not measured by this version of the record yet"
             continue
         start = time.time()
         log(f"{key} ...")
         metrics[key], details[key] = jobs[key]()
         log(f"{key}: {metrics[key]:.3f} ({time.time() - start:.0f} s)")
+    log("train_vs_torch_ratio, train_rss_vs_torch_ratio ...")
+    try:
+        (speed, rss), detail = against_torch(size["images"], size["rounds"])
+        metrics["train_vs_torch_ratio"], metrics["train_rss_vs_torch_ratio"] = speed, rss
+        details["train_vs_torch_ratio"] = detail
+        details["train_rss_vs_torch_ratio"] = {k: v for k, v in detail.items() if "rss" in k}
+        log(f"train_vs_torch_ratio: {speed:.3f}, train_rss_vs_torch_ratio: {rss:.3f}")
+    except RuntimeError as error:
+        for key in ("train_vs_torch_ratio", "train_rss_vs_torch_ratio"):
+            missing[key] = str(error)
+        log(f"skipped: {error}")
     return metrics, details, missing
 
 
@@ -402,7 +497,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds per figure; not the record")
     parser.add_argument("--out", default=str(HERE), help="folder for results.json and results.md")
+    parser.add_argument("--rss-probe", nargs=3, metavar=("DATA", "EPOCHS", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rss_probe:
+        path, epochs, batch = args.rss_probe
+        rss_probe(path, int(epochs), int(batch))
+        return {"probe": True}
     metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True))
     record = write(metrics, details, missing, args.quick, args.out)
     print((Path(args.out) / "results.md").read_text())
