@@ -425,6 +425,59 @@ def selective_sharing_overhead(images, rounds):
     return pct, {"images": images, "median_seconds": median}
 
 
+def scaling(quick, out):
+    """Step time of `hard_sharing` (conv trunk, ten-way heads) as the number of tasks T and
+    the batch grow, with equal weights and with PCGrad (every task's representation
+    gradient); a table (ms per step) and `scaling.png`."""
+    import keras
+
+    import zoo
+    from training import Trainer
+
+    tasks, batches = ((2, 10), (32, 128)) if quick else ((2, 10, 25, 50), (32, 128, 512))
+    x, labels = _mnist(512 if quick else 4096)
+    rows = []
+    for method in ("equal", "pcgrad"):
+        for t in tasks:
+            names = [f"t{i}" for i in range(t)]
+            y = {n: (labels["mnist"] + i) % 10 for i, n in enumerate(names)}
+            keras.utils.set_random_seed(0)
+            trainer = Trainer(zoo.build("hard_sharing", tasks={n: 10 for n in names}, input_shape=(28, 28, 1)),
+                              weighting=method, optimizer=keras.optimizers.Adam(1e-3))
+            for batch in batches:
+                trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)  # trace for this batch
+                seconds = min(_seconds(lambda: trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0))
+                              for _ in range(1 if quick else 2))
+                rows.append({"weighting": method, "tasks": t, "batch": batch,
+                             "ms_per_step": round(1e3 * seconds / -(-len(x) // batch), 3)})
+    _plot_scaling(rows, Path(out) / "scaling.png")
+    return rows
+
+
+def _plot_scaling(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtl_tf.data.paths import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, method in zip(axes, ("equal", "pcgrad")):
+        for batch in sorted({r["batch"] for r in rows}):
+            points = [(r["tasks"], r["ms_per_step"]) for r in rows if r["weighting"] == method and r["batch"] == batch]
+            ax.plot(*zip(*points), marker="o", label=f"batch {batch}")
+        ax.set_title(f"hard_sharing, {method}")
+        ax.set_xlabel("tasks T")
+        ax.set_yscale("log")
+    axes[0].set_ylabel("ms per training step")
+    axes[0].legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
 # === The record ===============================================================================
 def machine():
     from training.reproduce.common import device, versions
@@ -469,12 +522,12 @@ def measure_all(quick=False, log=print):
     return metrics, details, missing
 
 
-def write(metrics, details, missing, quick, out=HERE):
+def write(metrics, details, missing, quick, out=HERE, scaling_rows=None):
     from mtl_tf.data.paths import atomic_write_bytes
 
     Path(out).mkdir(parents=True, exist_ok=True)
     record = {"machine": machine(), "quick": quick, "metrics": metrics, "goals": GOALS,
-              "details": details, "missing": missing}
+              "details": details, "missing": missing, "scaling": scaling_rows or []}
     atomic_write_bytes(Path(out) / "results.json", (json.dumps(record, indent=2, default=float) + "\n").encode())
     lines = ["# Speed record", "",
              f"{record['machine']['date']}, {record['machine']['device']}; " + ", ".join(
@@ -489,6 +542,17 @@ def write(metrics, details, missing, quick, out=HERE):
         lines.append(f"| `{key}` | {shown} | {'>=' if kind == 'min' else '<='} {goal:g} | {met} | "
                      + (f"{spread['min']:.3f} to {spread['max']:.3f} over {spread['rounds']}" if spread else
                         missing.get(key, "")) + " |")
+    if scaling_rows:
+        batches = sorted({r["batch"] for r in scaling_rows})
+        lines += ["", "Step time (ms) of `hard_sharing` as the tasks T and the batch grow:", "",
+                  "| weighting | T | " + " | ".join(f"batch {b}" for b in batches) + " |",
+                  "|---|---|" + "---|" * len(batches)]
+        for method in ("equal", "pcgrad"):
+            for t in sorted({r["tasks"] for r in scaling_rows}):
+                cells = {r["batch"]: r["ms_per_step"] for r in scaling_rows
+                         if r["weighting"] == method and r["tasks"] == t}
+                lines.append(f"| {method} | {t} | " + " | ".join(f"{cells[b]:.2f}" for b in batches) + " |")
+        lines += ["", "![Step time against T and batch](scaling.png)"]
     atomic_write_bytes(Path(out) / "results.md", ("\n".join(lines) + "\n").encode())
     return record
 
@@ -504,7 +568,10 @@ def main(argv=None):
         rss_probe(path, int(epochs), int(batch))
         return {"probe": True}
     metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True))
-    record = write(metrics, details, missing, args.quick, args.out)
+    print("scaling with T and batch ...", flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    rows = scaling(args.quick, args.out)
+    record = write(metrics, details, missing, args.quick, args.out, rows)
     print((Path(args.out) / "results.md").read_text())
     return record
 

@@ -43,3 +43,7 @@ def test_quick_record_writes_every_key(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert all(f"`{key}`" in table for key in record.GOALS) and "--quick" in table
     assert result["metrics"] == saved["metrics"]
+    assert {(r["weighting"], r["tasks"], r["batch"]) for r in saved["scaling"]} == {
+        (w, t, b) for w in ("equal", "pcgrad") for t in (2, 10) for b in (32, 128)}
+    assert all(r["ms_per_step"] > 0 for r in saved["scaling"]) and "Step time (ms)" in table
+    assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
