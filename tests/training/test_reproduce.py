@@ -325,3 +325,19 @@ def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypa
     assert (tmp_path / "out" / "schedules.png").read_bytes()[:4] == b"\x89PNG"
     again = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
     assert again["rows"] == results["rows"]
+
+
+def test_committed_run_records_are_not_ignored_by_git():
+    """The records a fresh clone continues from must reach the repository: a pattern such
+    as `runs/` in .gitignore once kept every per-run file out."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("docs/results/records/allconv-full/runs/single_mnist/run-00.json",
+                 "docs/results/records/allconv-full/models/pretrain_FN.weights.h5"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 1, path
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/reproduce/x/report.md"], cwd=root).returncode == 0
