@@ -340,6 +340,10 @@ def render_report(results, records):
         lines += [f"Records restored by hand from an earlier published report (their per-epoch "
                   f"histories and weights stayed on the machine that trained them): "
                   f"{', '.join(restored)}. Their values are copied unchanged.", ""]
+    repaired = {name: record["repaired"] for name, record in records.items() if record.get("repaired")}
+    if repaired:
+        lines += ["Records repaired by hand: " + "; ".join(f"{name}: {why}" for name, why in repaired.items())
+                  + ".", ""]
     missing = [name for name, *_ in settings() if name not in records]
     if missing:
         lines += [f"**Partial: not yet trained: {', '.join(missing)}.**", ""]
