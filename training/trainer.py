@@ -658,7 +658,7 @@ class Trainer:
                 atomic_write_bytes(self.run_dir / SPEC_FILE, json.dumps(self._spec(), indent=2).encode())
             history_csv = self.run_dir / "history.csv"
             _trim_history(history_csv, start)
-            callbacks.append(keras.callbacks.CSVLogger(str(history_csv), append=start > 0))
+            callbacks.append(_HistoryCSV(str(history_csv), append=start > 0))
         try:
             return self._loop(callbacks, start, end, steps, iterator, validation_data, batch_size,
                               verbose)
@@ -957,6 +957,35 @@ def _check_positive_int(name, value):
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
 
 
+class _HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger, except that a resumed run whose epochs log other keys than the
+    file's header (a newer version logging more, another callback) rewrites the file under
+    the union of both, earlier rows blank where they have no value, instead of appending
+    rows whose columns no longer match the header."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None and self.append and not self.append_header:
+            with open(self.filename, newline="") as f:
+                rows = list(csv.reader(f))
+            header = rows[0][1:] if rows else []
+            new = sorted(logs or {})
+            if not any(k.startswith("val_") for k in new):
+                new += [f"val_{k}" for k in new]  # as CSVLogger names them
+            if header and header != new:
+                union = sorted(set(header) | set(new))
+                text = io.StringIO()
+                writer = csv.DictWriter(text, fieldnames=["epoch", *union], restval="")
+                writer.writeheader()
+                writer.writerows(dict(zip(rows[0], r)) for r in rows[1:] if r)
+                self.csv_file.close()
+                atomic_write_bytes(Path(self.filename), text.getvalue().encode())
+                self.csv_file = open(self.filename, "a", newline="")
+                self.keys = union
+            elif header:
+                self.keys = header
+        super().on_epoch_end(epoch, logs)
+
+
 def _trim_history(path, epochs):
     """Keeps the rows of `history.csv` of the first `epochs` epochs: a run killed after
     an epoch's row was written but before its checkpoint trains that epoch again."""
@@ -978,7 +1007,7 @@ def fit(model, x, y=None, weighting="equal", epochs=1, run_dir=None, **kwargs):
     """`Trainer(model, weighting=..., run_dir=...).fit(x, y, epochs=...)` in one call.
     Keyword arguments go to the Trainer or to `fit`, whichever takes them."""
     trainer_keys = {"tasks", "optimizer", "learning_rate", "distribution", "seed", "shuffle", "update",
-                    "groups", "steps_per_execution"}
+                    "groups", "steps_per_execution", "checkpoint_every"}
     trainer = Trainer(model, weighting=weighting, run_dir=run_dir,
                       **{k: v for k, v in kwargs.items() if k in trainer_keys})
     return trainer.fit(x, y, epochs=epochs, **{k: v for k, v in kwargs.items() if k not in trainer_keys})

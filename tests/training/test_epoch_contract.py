@@ -235,3 +235,23 @@ def test_unshuffled_training_visits_the_batches_in_order():
     shuffled = Trainer(_model())._dataset(x, y, 32, 0)[0]
     first = next(iter(shuffled))[0][:, 7].numpy().astype(int).tolist()
     assert first != list(range(32))
+
+
+class _Extra(keras.callbacks.Callback):
+    """A newer version's extra metric, logged only by the resumed sitting."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["extra_metric"] = 100.0 + epoch
+
+
+def test_a_resumed_run_logging_new_keys_keeps_every_row_under_its_own_columns(tmp_path):
+    x, y = _data()
+    Trainer(_model(), run_dir=tmp_path).fit(x, y, epochs=2, batch_size=32, verbose=0)
+    first = _rows(tmp_path)
+    Trainer(_model(), run_dir=tmp_path).fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[_Extra()])
+    rows = _rows(tmp_path)
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["extra_metric"] for r in rows] == ["", "", "102.0", "103.0"]
+    for before, after in zip(first, rows[:2]):  # the earlier rows, value for value
+        assert {k: after[k] for k in before} == before
+    assert all(float(r["loss"]) > 0 for r in rows)

@@ -105,7 +105,9 @@ def joint_arrays(tasks, split, limit, seed):
 def _history(run_dir):
     with open(run_dir / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(r[key]) for r in rows] for key in rows[0]} if rows else {}
+    # A column a resumed run added is blank (or Keras's "NA") in the rows before it.
+    return {key: [float(r[key]) if r[key] not in ("", "NA") else float("nan") for r in rows]
+            for key in rows[0]} if rows else {}
 
 
 def train_setting(name, kind, tasks, source, profile, workdir, seed, log):

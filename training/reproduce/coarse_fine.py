@@ -173,7 +173,8 @@ def _history(run_dir):
     with open(run_dir / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     keys = ["loss"] + [f"{p}{m}" for p in ("", "val_") for m in METRICS]
-    return {k: [round(float(r[k]), 5) for r in rows] for k in keys if rows and k in rows[0]}
+    return {k: [round(float(r[k]), 5) if r[k] not in ("", "NA") else None for r in rows]
+            for k in keys if rows and k in rows[0]}
 
 
 class EpochLog(keras.callbacks.Callback):
