@@ -486,9 +486,9 @@ def machine():
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
-def measure_all(quick=False, log=print):
+def measure_all(quick=False, log=print, rounds=None):
     """Every figure this module can measure here: (metrics, details, missing)."""
-    size = {"images": 1000 if quick else 10000, "rounds": 2 if quick else 3}
+    size = {"images": 1000 if quick else 10000, "rounds": rounds or (2 if quick else 3)}
     metrics, details, missing = dict.fromkeys(GOALS), {}, {}
     jobs = {
         "train_vs_fit_ratio": lambda: trainer_vs_fit("allconv", size["images"], size["rounds"]),
@@ -561,13 +561,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds per figure; not the record")
     parser.add_argument("--out", default=str(HERE), help="folder for results.json and results.md")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per comparison (default 3; --quick 2)")
     parser.add_argument("--rss-probe", nargs=3, metavar=("DATA", "EPOCHS", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_probe:
         path, epochs, batch = args.rss_probe
         rss_probe(path, int(epochs), int(batch))
         return {"probe": True}
-    metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True))
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be a positive integer. Received: --rounds={args.rounds}")
+    metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True), rounds=args.rounds)
     print("scaling with T and batch ...", flush=True)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     rows = scaling(args.quick, args.out)
