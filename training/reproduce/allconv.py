@@ -13,7 +13,6 @@ value; 5,000 images of each training set are held out to choose epochs (the pape
 on all 60,000 and does not say how it chose).
 """
 
-import csv
 import json
 import os
 import time
@@ -27,7 +26,10 @@ from mtl_tf.data import load_numpy, pool
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from mtl_tf.lr_schedules import StagedInverseTimeDecay, plot_schedule
 from training.callbacks import Evaluate
-from training.reproduce.common import Workdir, check_only, device, format_seconds, run_path, versions, write_json
+from training.reproduce.common import (
+    Workdir, check_only, check_profile, device, format_seconds, read_history, run_path, versions,
+    write_json,
+)
 from training.trainer import Trainer
 from zoo.allconv import transfer_to_single_task
 
@@ -102,14 +104,6 @@ def joint_arrays(tasks, split, limit, seed):
     return pooled.images[..., None], pooled.joint.argmax(axis=1).astype(np.int64)
 
 
-def _history(run_dir):
-    with open(run_dir / "history.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    # A column a resumed run added is blank (or Keras's "NA") in the rows before it.
-    return {key: [float(r[key]) if r[key] not in ("", "NA") else float("nan") for r in rows]
-            for key in rows[0]} if rows else {}
-
-
 def train_setting(name, kind, tasks, source, profile, workdir, seed, log):
     """Trains one setting (resuming its checkpoints) and returns its record."""
     limits = PROFILES[profile]
@@ -146,7 +140,7 @@ def train_setting(name, kind, tasks, source, profile, workdir, seed, log):
                            keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: workdir.touch())],
                 verbose=0)
     seconds = time.time() - start
-    history = _history(run_dir)
+    history = read_history(run_dir / "history.csv", missing=float("nan"))
     val_acc, test_acc = history[f"val_{label}_accuracy"], history[f"test_{label}_accuracy"]
     chosen = int(np.argmax(val_acc))
     record = {"setting": name, "kind": kind, "tasks": list(tasks), "source": source,
@@ -226,8 +220,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     """Trains every setting not finished in `out` or `records` (a folder of committed run
     records, see `common.Workdir`), resuming a setting's checkpoints, then writes
     `results.json`, `report.md`, `lr_schedule.png` and `tsne.png`."""
-    if profile not in PROFILES:
-        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
+    check_profile(PROFILES, profile)
     if runs not in (None, 1):
         raise ValueError(f"Paper 000 reports one run per setting; `runs` must be 1. Received: runs={runs!r}")
     all_settings = settings()

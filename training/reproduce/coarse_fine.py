@@ -29,7 +29,10 @@ import zoo
 from mtl_tf.data import load_hierarchy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from mtl_tf.tasks import Task
-from training.reproduce.common import Workdir, check_only, device, format_seconds, mean_std, versions, write_json
+from training.reproduce.common import (
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, read_history, versions,
+    write_json,
+)
 from training.trainer import Trainer
 from zoo.coarse_fine import ARCHITECTURES, CONV_FILTERS, HEAD_UNITS
 
@@ -139,8 +142,9 @@ def train_run(setting, run, run_seed, profile, workdir, seed, log=None):
     ((x, y), (xh, yh), (xt, yt)), classes = load(setting.data, limits["train"], seed)
     keras.utils.set_random_seed(run_seed)
     tasks = [Task("fine", classes["fine"]), Task("coarse", classes["coarse"])]
+    conv_filters, head_units = widths(profile, setting.data)
     model = zoo.build(f"coarse_fine_{setting.architecture}", tasks=tasks, input_shape=x.shape[1:],
-                      conv_filters=widths(profile, setting.data)[0], head_units=widths(profile, setting.data)[1],
+                      conv_filters=conv_filters, head_units=head_units,
                       batch_norm_momentum=limits["batch_norm_momentum"])
     weighting = ("uncertainty" if setting.weighting == "uncertainty"
                  else {"class_name": "fixed", "config": {"weights": [FINE_WEIGHT, 1.0]}})
@@ -151,7 +155,8 @@ def train_run(setting, run, run_seed, profile, workdir, seed, log=None):
     data = augmented(x, y, run_seed) if setting.data == "cifar100" else x
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=lambda *_: workdir.touch())]
     if log:
-        callbacks.append(EpochLog(log, epochs))
+        callbacks.append(epoch_log(log, epochs, 2, lambda logs: (
+            f"held-out fine {logs['val_fine_accuracy']:.4f}, coarse {logs['val_coarse_accuracy']:.4f}")))
     start = time.time()
     trainer.fit(data, None if setting.data == "cifar100" else y, epochs=epochs, batch_size=BATCH_SIZE,
                 validation_data=(xh, yh), callbacks=callbacks, verbose=0)
@@ -168,37 +173,15 @@ def train_run(setting, run, run_seed, profile, workdir, seed, log=None):
 
 
 def _history(run_dir):
-    import csv
-
-    with open(run_dir / "history.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    history = read_history(run_dir / "history.csv")
     keys = ["loss"] + [f"{p}{m}" for p in ("", "val_") for m in METRICS]
-    return {k: [round(float(r[k]), 5) if r[k] not in ("", "NA") else None for r in rows]
-            for k in keys if rows and k in rows[0]}
-
-
-class EpochLog(keras.callbacks.Callback):
-    """A progress line every other epoch, and at the last."""
-
-    def __init__(self, log, epochs):
-        super().__init__()
-        self.log, self.epochs = log, epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % 2 == 0 or epoch + 1 == self.epochs:
-            self.log(f"    epoch {epoch + 1}/{self.epochs}: held-out fine {logs['val_fine_accuracy']:.4f}, "
-                     f"coarse {logs['val_coarse_accuracy']:.4f}")
+    return {k: [None if v is None else round(v, 5) for v in history[k]] for k in keys if k in history}
 
 
 def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
     """Runs every setting whose data is here (skipping runs already in `out` or
     `records`), then writes `results.json`, `report.md` and `curves.png` into `out`."""
-    if profile not in PROFILES:
-        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
-    runs = PROFILES[profile]["runs"] if runs is None else runs
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
-    limits = PROFILES[profile]
+    limits, runs = check_profile(PROFILES, profile, runs)
     check_only(only, [s.name for s in settings()])
     # The protocol as JSON reads it back (lists, not tuples): every limit but the run count.
     protocol = json.loads(json.dumps({k: v for k, v in limits.items() if k != "runs"}))

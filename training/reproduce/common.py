@@ -3,6 +3,7 @@ remembers finished runs so an interrupted command resumes, the machine and libra
 versions, the wall time over sittings, and `results.json` / `report.md` written atomically.
 """
 
+import csv
 import json
 import os
 import platform
@@ -44,6 +45,40 @@ def mean_std(values):
     values = np.asarray(values, np.float64)
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return float(values.mean()), std
+
+
+def epoch_log(log, epochs, every, describe):
+    """A callback that logs `    epoch e/E: <describe(logs)>` every `every` epochs and at
+    the last: a long reproduction's progress."""
+    import keras
+
+    def on_epoch_end(epoch, logs):
+        if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+            log(f"    epoch {epoch + 1}/{epochs}: {describe(logs)}")
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)
+
+
+def check_profile(profiles, profile, runs=None):
+    """`(profiles[profile], runs)`: the profile's settings and the run count (`runs`, or
+    the profile's own), refusing an unknown profile or a run count that is not a positive
+    integer."""
+    if profile not in profiles:
+        raise ValueError(f"`profile` must be one of {sorted(profiles)}. Received: profile={profile!r}")
+    config = profiles[profile]
+    runs = config.get("runs") if runs is None else runs
+    if runs is not None and (not isinstance(runs, int) or runs < 1):
+        raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
+    return config, runs
+
+
+def read_history(path, missing=None):
+    """A run's `history.csv` as {column: [float, ...]}; a cell a resumed run left blank
+    (a column added later; Keras's "NA") reads as `missing`."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(r[key]) if r[key] not in ("", "NA") else missing for r in rows]
+            for key in rows[0]} if rows else {}
 
 
 def check_only(only, names):

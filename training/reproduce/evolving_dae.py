@@ -25,7 +25,9 @@ import numpy as np
 import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
-from training.reproduce.common import Workdir, check_only, device, format_seconds, mean_std, versions, write_json
+from training.reproduce.common import (
+    Workdir, check_only, check_profile, device, format_seconds, mean_std, versions, write_json,
+)
 from training.trainer import Trainer
 from zoo import evolving_dae
 
@@ -241,12 +243,7 @@ def choose_corruption(workdir, epochs, eval_every, seed, log):
 def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
     """Runs every setting (skipping runs already in `out` or `records`), then writes
     `results.json`, `report.md` and `schedules.png` into `out`. Returns the results dict."""
-    if profile not in PROFILES:
-        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
-    config = PROFILES[profile]
-    runs = config["runs"] if runs is None else runs
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
+    config, runs = check_profile(PROFILES, profile, runs)
     epochs, every = config["epochs"], config["eval_every"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
                             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE}, records)

@@ -19,7 +19,9 @@ import numpy as np
 import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
-from training.reproduce.common import Workdir, check_only, device, format_seconds, mean_std, versions, write_json
+from training.reproduce.common import (
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, versions, write_json,
+)
 from training.selective_sharing import CRITERIA, SelectiveSharing
 from training.trainer import Trainer
 from zoo.selective_sharing import groups_of, one_vs_all_tasks, predict_digits
@@ -116,7 +118,9 @@ def train_run(setting, run_seed, epochs, train_size, log=None):
         sharing = SelectiveSharing(setting.method, seed=run_seed, verbose=False)
         callbacks.insert(0, sharing)
     if log:
-        callbacks.append(EpochLog(log, epochs))
+        callbacks.append(epoch_log(log, epochs, 5, lambda logs: (
+            f"val {logs['val_class_accuracy']:.4f}, test {logs['test_class_accuracy']:.4f}"
+            + (f", {int(logs['branches'])} branches" if "branches" in logs else ""))))
     start = time.time()
     history = trainer.fit(x, labels, epochs=epochs, batch_size=BATCH_SIZE, callbacks=callbacks,
                           verbose=0).history
@@ -144,29 +148,11 @@ def train_run(setting, run_seed, epochs, train_size, log=None):
     return record
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Prints a progress line every 5 epochs and at the last."""
-
-    def __init__(self, log, epochs):
-        super().__init__()
-        self.log, self.epochs = log, epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % 5 == 0 or epoch + 1 == self.epochs:
-            extra = f", {int(logs['branches'])} branches" if "branches" in logs else ""
-            self.log(f"    epoch {epoch + 1}/{self.epochs}: val {logs['val_class_accuracy']:.4f}, "
-                     f"test {logs['test_class_accuracy']:.4f}{extra}")
-
-
 def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
     """Runs every setting (skipping runs already in `out` or `records`), then writes
     `results.json`, `report.md` and `groups.png` into `out`. Returns the results dict."""
-    if profile not in PROFILES:
-        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
-    runs = PROFILES[profile]["runs"] if runs is None else runs
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
-    epochs, train_size = PROFILES[profile]["epochs"], PROFILES[profile]["train"]
+    config, runs = check_profile(PROFILES, profile, runs)
+    epochs, train_size = config["epochs"], config["train"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
                             "train": train_size, "batch_size": BATCH_SIZE,
                             "learning_rate": LEARNING_RATE, "momentum": MOMENTUM}, records)

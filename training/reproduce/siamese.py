@@ -29,7 +29,9 @@ from mtl_tf.data import load_numpy
 from mtl_tf.data.helpers import make_pairs
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.callbacks import Evaluate
-from training.reproduce.common import Workdir, check_only, device, format_seconds, mean_std, versions, write_json
+from training.reproduce.common import (
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, versions, write_json,
+)
 from training.trainer import Trainer
 from zoo.siamese import aux_weighting
 
@@ -110,7 +112,9 @@ def train_run(setting, run_seed, epochs, log=None):
     untrained = trainer.evaluate(test, batch_size=1000)["compare_accuracy"]
     callbacks = [Evaluate(test, prefix="test_")]
     if log:
-        callbacks.append(EpochLog(log, epochs))
+        callbacks.append(epoch_log(log, epochs, 10, lambda logs: (
+            f"train {logs['compare_accuracy']:.3f}, val {logs['val_compare_accuracy']:.3f}, "
+            f"test {logs['test_compare_accuracy']:.3f}")))
     start = time.time()
     history = trainer.fit(x, y, epochs=epochs, batch_size=BATCH_SIZE, validation_data=validation,
                           callbacks=callbacks, verbose=0).history
@@ -132,19 +136,6 @@ def train_run(setting, run_seed, epochs, log=None):
     }
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Prints a progress line every 10 epochs and at the last."""
-
-    def __init__(self, log, epochs):
-        super().__init__()
-        self.log, self.epochs = log, epochs
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % 10 == 0 or epoch + 1 == self.epochs:
-            self.log(f"    epoch {epoch + 1}/{self.epochs}: train {logs['compare_accuracy']:.3f}, "
-                     f"val {logs['val_compare_accuracy']:.3f}, test {logs['test_compare_accuracy']:.3f}")
-
-
 def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
     """Runs every setting (skipping runs already in `out` or `records`), then writes
     `results.json`, `report.md` and `histories.png` into `out`. Returns the results dict.
@@ -152,12 +143,8 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     `only`: setting names (see `settings()`) to run now; the report then lists the
     others as missing, and a later call fills them in. `records`: a folder of committed
     run records (see `common.Workdir`)."""
-    if profile not in PROFILES:
-        raise ValueError(f"`profile` must be one of {sorted(PROFILES)}. Received: profile={profile!r}")
-    runs = PROFILES[profile]["runs"] if runs is None else runs
-    if not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"`runs` must be a positive integer. Received: runs={runs!r}")
-    epochs = PROFILES[profile]["epochs"]
+    config, runs = check_profile(PROFILES, profile, runs)
+    epochs = config["epochs"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
                             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
                             "inputs": INPUTS, "shuffle": SHUFFLE, "layers": "authors",
