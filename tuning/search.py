@@ -266,8 +266,8 @@ def _plot(rows, path, objective):
 
 
 def _run_distributed(arguments, workers, log):
-    """Starts the chief and `workers` workers (`mtl-tf` with `arguments` and `--role`),
-    waits for them, restarts a worker that dies under its own id; Ctrl-C stops them all."""
+    """Starts the chief and `workers` workers (`mtl-tf` with `arguments` and `--role`)
+    on loopback and supervises them (`_supervise`)."""
     (port,) = free_ports(1)
     command = [sys.executable, "-m", "training.cli", *arguments]
     env = {**os.environ, "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(port)}
@@ -278,27 +278,37 @@ def _run_distributed(arguments, workers, log):
     chief = start("chief", "chief")
     time.sleep(2)  # the oracle's server first
     running = {f"tuner{k}": start("worker", f"tuner{k}") for k in range(workers)}
-    restarts = dict.fromkeys(running, 0)
     log(f"chief and {workers} workers started on 127.0.0.1:{port}")
+    _supervise(chief, running, lambda tuner_id: start("worker", tuner_id), log)
+
+
+def _supervise(chief, running, restart, log, poll=0.5):
+    """Waits for the chief and the workers `running` ({tuner id: process}); a worker that
+    dies while the chief still hands out trials is started again under its own id
+    (`restart(tuner_id)`), at most RESTARTS times. Ctrl-C stops them all."""
+    restarts = dict.fromkeys(running, 0)
     try:
         while running:
+            if chief.poll() is not None:
+                # The chief serves until every trial has ended; a worker still running then
+                # has nothing left to do, and one started after it left would wait up to an
+                # hour for a server that is gone.
+                break
             for tuner_id, process in list(running.items()):
                 code = process.poll()
                 if code is None:
                     continue
-                if code == 0 or chief.poll() == 0:
-                    # The chief exits once every trial is done: a worker asking it for
-                    # another one then finds it gone, which ends the search, not an error.
-                    del running[tuner_id]
-                elif restarts[tuner_id] < RESTARTS and chief.poll() is None:
+                if code == 0 or chief.poll() is not None:
+                    del running[tuner_id]  # done, or it found the chief gone (every trial ended)
+                elif restarts[tuner_id] < RESTARTS:
                     restarts[tuner_id] += 1
                     log(f"worker {tuner_id} ended with code {code}: started again "
                         f"({restarts[tuner_id]}/{RESTARTS}), it resumes its trial")
-                    running[tuner_id] = start("worker", tuner_id)
+                    running[tuner_id] = restart(tuner_id)
                 else:
                     raise RuntimeError(f"Worker {tuner_id} failed {restarts[tuner_id] + 1} times "
                                        f"(last code {code}); the search stopped.")
-            time.sleep(0.5)
+            time.sleep(poll)
         chief.wait(timeout=120)
     finally:
         stop([chief, *running.values()])

@@ -133,6 +133,47 @@ def test_a_chief_and_two_workers_finish_despite_a_killed_worker_and_leave_nothin
     assert not [pid for pid in seen if _alive(pid)]
 
 
+def _python(code):
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_a_worker_restarted_after_the_chief_ended_does_not_keep_the_search_waiting():
+    """The window the subprocess test above hit once on CI: a worker killed before it had asked
+    for a trial is started again while the other worker ends the last trial, and the chief leaves;
+    the new worker would wait an hour for a server that is gone."""
+    from tuning.search import _supervise
+
+    chief = _python("import time; time.sleep(3)")
+    killed = _python("import sys; sys.exit(-9)")
+    finishing = _python("import time; time.sleep(2)")
+    restarted, lines = [], []
+
+    def restart(tuner_id):
+        restarted.append(_python("import time; time.sleep(120)"))  # waits for a chief that is gone
+        return restarted[-1]
+
+    start = time.time()
+    _supervise(chief, {"tuner0": killed, "tuner1": finishing}, restart, lines.append, poll=0.1)
+    assert time.time() - start < 60
+    assert len(restarted) == 1 and "tuner0 ended with code" in lines[0]
+    assert restarted[0].poll() is not None and chief.returncode == 0
+
+
+def test_a_worker_that_keeps_failing_stops_the_search_and_every_process():
+    from tuning.search import RESTARTS, _supervise
+
+    chief = _python("import time; time.sleep(600)")
+    started = []
+
+    def restart(tuner_id):
+        started.append(_python("import sys; sys.exit(3)"))
+        return started[-1]
+
+    with pytest.raises(RuntimeError, match=r"Worker tuner0 failed 4 times \(last code 3\)"):
+        _supervise(chief, {"tuner0": _python("import sys; sys.exit(3)")}, restart, lambda _: None, poll=0.1)
+    assert len(started) == RESTARTS and chief.poll() is not None
+
+
 def test_a_trial_finished_just_before_the_kill_is_not_run_again(tmp_path, capsys):
     """The window the subprocess test above cannot aim at: keras-tuner wrote the trial's own
     file (COMPLETED) but its oracle file still lists the trial as running."""
