@@ -195,12 +195,18 @@ def test_the_demo_trains_reports_and_exports(monkeypatch, tmp_path):
     import mtl_tf.export
     from training.reproduce import allconv
 
-    monkeypatch.setitem(allconv.PROFILES, "demo", {"train": 200, "val": 100, "test": 100, "stages": (1, 1)})
+    monkeypatch.setitem(allconv.PROFILES, "demo", {**allconv.PROFILES["demo"], "train": 200, "val": 100, "test": 100, "stages": (1, 1)})
     results, paths = allconv.demo(tmp_path / "demo", tmp_path / "saved", log=lambda m: None)
     assert len(paths) == 4 and all((p / "saved_model.pb").is_file() for p in paths)
     assert mtl_tf.export.serving_info(paths[0])["value_range"] == [0.0, 1.0]
     assert (tmp_path / "demo" / "pretrain_learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert results["trainings"]["transfer F+N+M mnist"]["epochs"] == 2
+    # Only what the demo trains: no column, row or "missing" cell of the settings it skips.
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| dataset | single-task | F+N+M |" in report
+    assert "missing" not in report and "Partial" not in report and "M+F" not in report
+    assert {(r["setting"], r["task"]) for r in results["rows"]} == {
+        (c, t) for c in ("single", "F+N+M") for t in ("mnist", "letters", "fashion_mnist")}
 
 
 def test_selective_sharing_reports_each_run_and_resumes(monkeypatch, tmp_path):
