@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+import mtl_tf  # noqa: F401  (TensorFlow's start-up without the CPU machine's spurious device errors)
+
 HERE = Path(__file__).resolve().parent
 
 # key -> (goal, "min" if the figure must be at least the goal, else "max"), from issue 17.
@@ -156,7 +158,7 @@ def matmul_peak(quick):
     for n in ((256, 512) if quick else (512, 1024, 2048, 3072)):
         a = tf.random.normal((n, n))
         b = tf.random.normal((n, n))
-        product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+        product = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)), autograph=False)
         product().numpy()
         seconds = min(_seconds(lambda: product().numpy()) for _ in range(3 if quick else 7))
         best[n] = 2 * n ** 3 / seconds
@@ -195,12 +197,66 @@ def _layers(model):
 
 def flops_fraction(steady_images_per_s, quick):
     """Achieved training FLOP/s of the all-conv step at its steady-state rate (measured by
-    `epoch_vs_steady`) over the best measured matrix-multiply rate. Returns (fraction, detail)."""
+    `epoch_vs_steady`) over the best measured matrix-multiply rate, with the step's profile
+    (`step_profile`). Returns (fraction, detail)."""
     peak, by_size = matmul_peak(quick)
     per_image = training_flops_per_image(_net("allconv"))
     rate = steady_images_per_s * per_image
     return rate / peak, {"peak_gflops": round(peak / 1e9, 1), "peak_by_size_gflops": by_size,
-                         "achieved_gflops": round(rate / 1e9, 2), "flops_per_image": per_image}
+                         "achieved_gflops": round(rate / 1e9, 2), "flops_per_image": per_image,
+                         "profile": step_profile(steps=10 if quick else 50)}
+
+
+def step_profile(steps, batch=100):
+    """Where the all-conv training step's time goes, from TensorFlow's profiler: per op
+    kind, the time its ops ran per step (summed over threads) and its share of that, and for the three
+    convolution kinds, the FLOP/s they reach (forward, gradient of the input, gradient of
+    the kernel: each 2 x the layers' multiply-adds, the first layer having no input gradient)."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    from training import Trainer
+
+    x, y = _mnist(batch * steps)
+    keras.utils.set_random_seed(0)
+    model = _net("allconv")
+    trainer = Trainer(model, optimizer=keras.optimizers.Adam(1e-3))
+    trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+    with tempfile.TemporaryDirectory() as folder:
+        tf.profiler.experimental.start(folder)
+        trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+        tf.profiler.experimental.stop()
+        try:
+            from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as plugin
+
+            paths = [str(p) for p in Path(folder).rglob("*.xplane.pb")]
+            data, ok = plugin.xspace_to_tools_data(paths, "framework_op_stats", {})
+            table = json.loads(data)[0]
+        except (ImportError, ValueError, TypeError, IndexError) as error:  # a TF without the tool
+            return {"error": f"{type(error).__name__}: {error}"}
+    columns = {c["id"]: i for i, c in enumerate(table["cols"])}
+    seconds = {}
+    for row in table["rows"]:
+        kind, self_us = row["c"][columns["type"]]["v"], row["c"][columns["total_self_time"]]["v"]
+        kind = ("conv_kernel_gradient" if "Conv2DBackpropFilter" in kind else
+                "conv_input_gradient" if "Conv2DBackpropInput" in kind else
+                "conv_forward" if "Conv2D" in kind else "batch_norm" if "BatchNorm" in kind else
+                "idle" if kind == "IDLE" else "other (element-wise, optimiser)")
+        seconds[kind] = seconds.get(kind, 0.0) + self_us / 1e6
+    seconds.pop("idle", None)  # every idle thread of the process (tf.data's too): not the step's
+    total = sum(seconds.values())
+    forward = [layer for layer in _layers(model) if isinstance(layer, keras.layers.Conv2D)]
+    flops = {layer.name: 2 * np.prod(layer.output.shape[1:]) * np.prod(layer.kernel.shape[:3]) * batch
+             for layer in forward}
+    kind_flops = {"conv_forward": sum(flops.values()), "conv_kernel_gradient": sum(flops.values()),
+                  "conv_input_gradient": sum(flops.values()) - flops[forward[0].name]}
+    return {"steps": steps, "batch": batch,
+            "ms_per_step_by_kind": {k: round(1e3 * v / steps, 2) for k, v in sorted(seconds.items())},
+            "share_by_kind": {k: round(v / total, 3) for k, v in sorted(seconds.items())},
+            "conv_gflops": {k: round(float(f) * steps / seconds[k] / 1e9, 1)
+                            for k, f in kind_flops.items() if seconds.get(k)}}
 
 
 def task_grads_step(images, rounds, tasks=10, batch=64):
@@ -352,13 +408,17 @@ def _run_json(command):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _status_mb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def peak_rss_mb():
     """This process's peak resident memory (VmHWM; `getrusage`'s maxrss would include the
     parent's, which Linux carries across exec)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
+    return _status_mb("VmHWM")
 
 
 def rss_probe(path, epochs, batch):
@@ -372,20 +432,23 @@ def rss_probe(path, epochs, batch):
     x, y = data["x"], {k: data[k] for k in ("mnist", "shifted")}
     keras.utils.set_random_seed(0)
     trainer = Trainer(_net("allconv"), optimizer=keras.optimizers.Adam(1e-3))
+    ready_rss = _status_mb("VmRSS")  # imported, data and net in memory, nothing trained yet
     trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
         trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "ready_rss_mb": ready_rss}))
 
 
-def against_torch(images, rounds, batch=100):
+def against_torch(images, rounds, batch=100, epochs=3):
     """The Trainer against PyTorch on the CPU (`benchmarks/torch_allconv.py`, NCHW and
     channels-last, the faster counting), the all-conv net, same data, batch and optimiser;
-    each contender in its own fresh process per round (a warm-up epoch, then one timed),
-    rounds alternating the order. Returns ((speed ratio, RSS ratio), detail)."""
+    each contender in its own fresh process per round (a warm-up epoch, then `epochs` timed,
+    their median counting), rounds alternating the order. Returns ((speed ratio, RSS
+    ratio), detail); the detail splits each side's peak memory into what the process holds
+    before its first step (the library, the data, the net) and what training adds."""
     import tempfile
 
     python = bench_python()
@@ -398,20 +461,24 @@ def against_torch(images, rounds, batch=100):
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "data.npz"
         np.savez(data, x=x, **y)
-        commands = {"trainer": [sys.executable, "-m", "benchmarks.record", "--rss-probe", data, 1, batch],
-                    "torch_nchw": [python, script, data, 1, batch],
-                    "torch_channels_last": [python, script, data, 1, batch, "--channels-last"]}
+        commands = {"trainer": [sys.executable, "-m", "benchmarks.record", "--rss-probe", data, epochs, batch],
+                    "torch_nchw": [python, script, data, epochs, batch],
+                    "torch_channels_last": [python, script, data, epochs, batch, "--channels-last"]}
         names = list(commands)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 runs[name].append(_run_json(commands[name]))
-    seconds = {k: [v["seconds"][0] for v in rs] for k, rs in runs.items()}
+    seconds = {k: [float(np.median(v["seconds"])) for v in rs] for k, rs in runs.items()}
     best = "torch_nchw" if np.median(seconds["torch_nchw"]) <= np.median(seconds["torch_channels_last"]) \
         else "torch_channels_last"
     speed = ratio(seconds[best], seconds["trainer"])
     rss = {k: float(np.median([v["peak_rss_mb"] for v in rs])) for k, rs in runs.items()}
+    ready = {k: float(np.median([v["ready_rss_mb"] for v in rs])) for k, rs in runs.items()}
     return (speed["median"], rss["trainer"] / rss[best]), {
-        "ratio": speed, "images": images, "batch": batch, "torch_layout": best.split("_", 1)[1],
+        "ratio": speed, "images": images, "batch": batch, "timed_epochs_per_process": epochs,
+        "torch_layout": best.split("_", 1)[1],
+        **{f"{k}_ready_rss_mb": v for k, v in ready.items()},
+        "training_rss_increment_ratio": (rss["trainer"] - ready["trainer"]) / (rss[best] - ready[best]),
         "torch_version": runs[best][0]["torch"], "torch_threads": runs[best][0]["threads"],
         **{f"{k}_images_per_s": images / float(np.median(v)) for k, v in seconds.items()},
         **{f"{k}_peak_rss_mb": v for k, v in rss.items()}}
@@ -511,7 +578,7 @@ def measure_all(quick=False, log=print, rounds=None):
         log(f"{key}: {metrics[key]:.3f} ({time.time() - start:.0f} s)")
     log("train_vs_torch_ratio, train_rss_vs_torch_ratio ...")
     try:
-        (speed, rss), detail = against_torch(size["images"], size["rounds"])
+        (speed, rss), detail = against_torch(size["images"], size["rounds"], epochs=1 if quick else 3)
         metrics["train_vs_torch_ratio"], metrics["train_rss_vs_torch_ratio"] = speed, rss
         details["train_vs_torch_ratio"] = detail
         details["train_rss_vs_torch_ratio"] = {k: v for k, v in detail.items() if "rss" in k}
@@ -543,6 +610,7 @@ def write(metrics, details, missing, quick, out=HERE, scaling_rows=None):
         lines.append(f"| `{key}` | {shown} | {'>=' if kind == 'min' else '<='} {goal:g} | {met} | "
                      + (f"{spread['min']:.3f} to {spread['max']:.3f} over {spread['rounds']}" if spread else
                         missing.get(key, "")) + " |")
+    lines += _causes(details)
     if scaling_rows:
         batches = sorted({r["batch"] for r in scaling_rows})
         lines += ["", "Step time (ms) of `hard_sharing` as the tasks T and the batch grow:", "",
@@ -556,6 +624,32 @@ def write(metrics, details, missing, quick, out=HERE, scaling_rows=None):
         lines += ["", "![Step time against T and batch](scaling.png)"]
     atomic_write_bytes(Path(out) / "results.md", ("\n".join(lines) + "\n").encode())
     return record
+
+
+def _causes(details):
+    """The measured reasons behind the FLOP/s and memory figures, as lines of results.md."""
+    lines = []
+    profile = details.get("train_flops_fraction_of_peak", {}).get("profile", {})
+    if "share_by_kind" in profile:
+        peak = details["train_flops_fraction_of_peak"]["peak_gflops"]
+        lines += ["", f"Where the all-conv training step's time goes (TensorFlow profiler, {profile['steps']} "
+                  f"steps of batch {profile['batch']}; op time summed over threads):", "",
+                  "| op kind | ms per step | share | GFLOP/s | of the matmul peak |", "|---|---|---|---|---|"]
+        for kind, share in profile["share_by_kind"].items():
+            rate = profile["conv_gflops"].get(kind)
+            lines.append(f"| {kind} | {profile['ms_per_step_by_kind'][kind]:.2f} | {100 * share:.1f}% | "
+                         + (f"{rate:.1f} | {rate / peak:.2f}" if rate else "- | -") + " |")
+    rss = details.get("train_rss_vs_torch_ratio", {})
+    if "trainer_ready_rss_mb" in rss:
+        layout = details["train_vs_torch_ratio"]["torch_layout"]
+        torch_key = f"torch_{layout}"
+        lines += ["", f"Peak memory split (MB; median over rounds): the Trainer's process holds "
+                  f"{rss['trainer_ready_rss_mb']:.0f} before its first step (TensorFlow, Keras and what "
+                  f"they import, the data, the net) and peaks at {rss['trainer_peak_rss_mb']:.0f}; "
+                  f"PyTorch's ({layout}) {rss[torch_key + '_ready_rss_mb']:.0f} and "
+                  f"{rss[torch_key + '_peak_rss_mb']:.0f}. What training adds, ours over PyTorch's: "
+                  f"{rss['training_rss_increment_ratio']:.2f}."]
+    return lines
 
 
 def main(argv=None):

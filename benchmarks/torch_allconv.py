@@ -8,7 +8,8 @@ sum of the two tasks' cross-entropies, shuffled batches).
 Run by `benchmarks.record` with the benchmark environment's Python (PyTorch is a
 benchmark-only extra, `requirements-bench.txt`); it never imports this project. Trains a
 warm-up epoch, then EPOCHS timed epochs, and prints one JSON line: the seconds of each
-timed epoch and the process's peak resident memory (MB).
+timed epoch, the process's peak resident memory (MB) and its resident memory before
+the first step.
 """
 
 import json
@@ -25,6 +26,13 @@ def peak_rss_mb():
     parent's, which Linux carries across exec)."""
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def current_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return None
 
@@ -73,13 +81,14 @@ def main(argv):
             total.backward()
             optimizer.step()
 
+    ready_rss = current_rss_mb()  # imported, data and net in memory, nothing trained yet
     epoch()  # warm-up
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
         epoch()
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(),
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "ready_rss_mb": ready_rss,
                       "params": sum(p.numel() for p in model.parameters()) + sum(
                           b.numel() for n, b in model.named_buffers() if "num_batches" not in n),
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
