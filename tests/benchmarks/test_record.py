@@ -47,3 +47,8 @@ def test_quick_record_writes_every_key(tmp_path):
         (w, t, b) for w in ("equal", "pcgrad") for t in (2, 10) for b in (32, 128)}
     assert all(r["ms_per_step"] > 0 for r in saved["scaling"]) and "Step time (ms)" in table
     assert (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    # The step's profile names where the time goes; the shares of the ops' time add up.
+    profile = saved["details"]["train_flops_fraction_of_peak"]["profile"]
+    assert set(profile["conv_gflops"]) == {"conv_forward", "conv_input_gradient", "conv_kernel_gradient"}
+    assert sum(profile["share_by_kind"].values()) == pytest.approx(1.0, abs=0.01)
+    assert "Where the all-conv training step's time goes" in table
