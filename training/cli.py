@@ -67,6 +67,9 @@ def _parse_kwargs(pairs):
 def _train(args):
     from training import run
 
+    if args.tasks and args.hierarchy:
+        raise ValueError(f"--tasks and --hierarchy exclude each other: a coarse/fine run's tasks "
+                         f"are fine and coarse. Received: --tasks {args.tasks} --hierarchy {args.hierarchy}")
     if args.workers:
         from training.distributed import run_training_cluster
 
@@ -76,10 +79,11 @@ def _train(args):
                              args.workers, log=lambda m: print(m, flush=True))
         return
     _, _, test = run.train(
-        args.model, args.tasks.split(","), args.run_dir, weighting=args.weighting,
+        args.model, (args.tasks or "mnist,fashion_mnist").split(","), args.run_dir, weighting=args.weighting,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         limit=args.limit, seed=args.seed, model_kwargs=_parse_kwargs(args.model_option),
-        weighting_kwargs=_parse_kwargs(args.weighting_option), sharing=args.sharing)
+        weighting_kwargs=_parse_kwargs(args.weighting_option), sharing=args.sharing,
+        hierarchy=args.hierarchy)
     _print_test(test)
 
 
@@ -159,8 +163,11 @@ def build_parser():
     demo.set_defaults(run=_data_demo)
     train = commands.add_parser("train", help="train a zoo model on pooled data sets")
     train.add_argument("model", help="a registered model name (see zoo.list_models())")
-    train.add_argument("--tasks", default="mnist,fashion_mnist",
-                       help="comma-separated data sets, one task each")
+    train.add_argument("--tasks", default=None,
+                       help="comma-separated data sets, one task each (default mnist,fashion_mnist)")
+    train.add_argument("--hierarchy", default=None, metavar="DATA",
+                       help="coarse_fine models only: the fine and coarse labels of fashion_mnist, "
+                            "pooled or cifar100 (paper 004); --tasks is then not used")
     train.add_argument("--weighting", default="equal", help="a weighting strategy name")
     train.add_argument("--sharing", default=None, metavar="CRITERION",
                        help="selective_sharing only: merge branches while training by similarity, "

@@ -1,4 +1,5 @@
-"""Command-line runs: train a zoo model on pooled data sets, export it, predict with it.
+"""Command-line runs: train a zoo model on pooled data sets (or, for the coarse/fine
+nets, on a coarse/fine data set), export it, predict with it.
 
 A run directory holds `config.json` (enough to rebuild the model), `checkpoints/`,
 `history.csv` and `tensorboard/`; `mtl-tf train` with the same run directory resumes.
@@ -31,20 +32,46 @@ def pooled_arrays(task_names, split, limit=None, seed=0):
     return (pooled.images[..., None].astype(np.float32) / 255.0), pooled.labels
 
 
+def hierarchy_arrays(name, split, limit=None, seed=0):
+    """A coarse/fine data set (`mtl_tf.data.load_hierarchy`) as float32 images in [0, 1] and
+    labels `{"fine": ..., "coarse": ...}`, shuffled with `seed` (the training split: its
+    last tenth becomes the validation data), and the class names."""
+    from mtl_tf.data import load_hierarchy
+
+    images, labels, names = load_hierarchy(name, split)
+    order = np.random.default_rng(seed).permutation(len(images)) if split == "train" else np.arange(len(images))
+    order = order[:limit] if limit else order
+    return (images[order].astype(np.float32) / 255.0), {k: v[order] for k, v in labels.items()}, names
+
+
 def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_size=128,
           learning_rate=1e-3, limit=None, seed=0, model_kwargs=None, weighting_kwargs=None,
-          verbose=1, sharing=None):
+          verbose=1, sharing=None, hierarchy=None):
     """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs).
-    `sharing`: a Selective Sharing criterion, for the `selective_sharing` model."""
+    `sharing`: a Selective Sharing criterion, for the `selective_sharing` model.
+    `hierarchy`: a coarse/fine data set (`fashion_mnist`, `pooled`, `cifar100`) for the
+    `coarse_fine*` models, whose two tasks are then `fine` and `coarse` (`task_names` unused)."""
     import keras
 
     from training.trainer import Trainer
 
     run_dir = Path(run_dir)
+    if hierarchy is not None and not model_name.startswith("coarse_fine"):
+        raise ValueError(f"`hierarchy` gives the fine and coarse labels of the `coarse_fine` models; "
+                         f"model {model_name!r} is not one. Received: hierarchy={hierarchy!r}")
+    if hierarchy is None and model_name.startswith("coarse_fine"):
+        raise ValueError(f"Model {model_name!r} trains a fine and a coarse task: name their data "
+                         f"set with `hierarchy` (--hierarchy fashion_mnist, pooled or cifar100).")
+    if hierarchy is not None:
+        x, y, names = hierarchy_arrays(hierarchy, "train", limit, seed)
+        task_names = ["fine", "coarse"]
     config = {"model": model_name, "tasks": list(task_names), "weighting": weighting,
               "weighting_kwargs": weighting_kwargs or {}, "model_kwargs": model_kwargs or {},
               "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
               "limit": limit, "seed": seed}
+    if hierarchy is not None:
+        config.update(hierarchy=hierarchy, classes={k: len(v) for k, v in names.items()},
+                      input_shape=list(x.shape[1:]))
     if sharing is not None:
         if model_name != "selective_sharing":
             raise ValueError(f"`sharing` merges the branches of the `selective_sharing` model; "
@@ -68,13 +95,16 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     keras.utils.set_random_seed(seed)
     with distribution.scope() if distribution else contextlib.nullcontext():
         model = build_model(config)
-    x, y = pooled_arrays(task_names, "train", limit, seed)
-    # Hold out a tenth of the (shuffled) pooled training set for validation; the test
-    # split is only evaluated once, at the end.
+    if hierarchy is None:
+        x, y = pooled_arrays(task_names, "train", limit, seed)
+        x_test, y_test = pooled_arrays(task_names, "test")
+    else:
+        x_test, y_test, _ = hierarchy_arrays(hierarchy, "test")
+    # Hold out a tenth of the (shuffled) training set for validation; the test split is
+    # only evaluated once, at the end.
     held = len(x) // 10
     x, x_val = x[:-held], x[-held:]
     y, y_val = {t: v[:-held] for t, v in y.items()}, {t: v[-held:] for t, v in y.items()}
-    x_test, y_test = pooled_arrays(task_names, "test")
     with distribution.scope() if distribution else contextlib.nullcontext():
         trainer = Trainer(model, weighting={"class_name": weighting, "config": config["weighting_kwargs"]},
                           optimizer=keras.optimizers.Adam(learning_rate), run_dir=run_dir, seed=seed,
@@ -108,8 +138,10 @@ def _cluster_strategy():
 def build_model(config, **overrides):
     import zoo
 
-    return zoo.build(config["model"], tasks={t: 10 for t in config["tasks"]},
-                     input_shape=(28, 28, 1), **{**config.get("model_kwargs", {}), **overrides})
+    classes = config.get("classes") or {t: 10 for t in config["tasks"]}
+    return zoo.build(config["model"], tasks={t: classes[t] for t in config["tasks"]},
+                     input_shape=tuple(config.get("input_shape", (28, 28, 1))),
+                     **{**config.get("model_kwargs", {}), **overrides})
 
 
 def restore_model(run_dir):

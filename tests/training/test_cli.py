@@ -60,6 +60,13 @@ def test_train_export_predict(tmp_path):
      "`sharing` merges the branches of the `selective_sharing` model"),
     (["train", "selective_sharing", "--sharing", "closest", "--run-dir", "x", "--limit", "10"],
      "criterion='closest'"),
+    (["train", "hard_sharing", "--hierarchy", "fashion_mnist", "--run-dir", "x", "--limit", "10"],
+     "model 'hard_sharing' is not one. Received: hierarchy='fashion_mnist'"),
+    (["train", "coarse_fine_shared", "--run-dir", "x", "--limit", "10"], "--hierarchy fashion_mnist"),
+    (["train", "coarse_fine_shared", "--hierarchy", "fashion", "--run-dir", "x", "--limit", "10"],
+     "Did you mean 'fashion_mnist'"),
+    (["train", "coarse_fine_shared", "--hierarchy", "pooled", "--tasks", "mnist", "--run-dir", "x"],
+     "--tasks and --hierarchy exclude each other"),
 ])
 def test_bad_arguments_are_clear_errors(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
@@ -187,3 +194,34 @@ def test_train_with_selective_sharing_then_export_the_merged_model(tmp_path):
     assert groups_of(model) == normalize_groups(state["rows"][-1]["groups"], tasks)
     _cli("export", run, "--to", tmp_path / "saved")
     assert (tmp_path / "saved" / "saved_model.pb").is_file()
+
+
+@pytest.mark.slow
+def test_train_a_coarse_fine_net_on_a_hierarchy_then_resume_and_export(tmp_path):
+    """`--hierarchy`: the run's tasks are fine and coarse with the data set's class counts,
+    the run resumes, and the export answers both with the fine class under its coarse one."""
+    import tensorflow as tf
+
+    from mtl_tf.data.hierarchy import fashion_coarse_labels
+
+    run = tmp_path / "run"
+    common = ["train", "coarse_fine_reuse_coarse", "--hierarchy", "fashion_mnist", "--limit", "3000",
+              "--batch-size", "64", "--run-dir", run, "--model-option", "conv_filters=[[8],[16]]",
+              "--model-option", "head_units=[64,32]", "--model-option", "reuse_after=1",
+              "--model-option", "batch_norm_momentum=0.9"]
+    _cli(*common, "--epochs", "1")
+    _cli(*common, "--epochs", "2")
+    config = json.loads((run / "config.json").read_text())
+    assert config["tasks"] == ["fine", "coarse"] and config["classes"] == {"fine": 10, "coarse": 4}
+    assert len((run / "history.csv").read_text().splitlines()) == 3  # resumed, not restarted
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert test["fine_accuracy"] > 0.5 and test["coarse_accuracy"] > 0.7  # chance: 0.1 and about 0.3
+    _cli("export", run, "--to", tmp_path / "saved")
+    images, labels = load_numpy("fashion_mnist", "test")
+    served = tf.saved_model.load(str(tmp_path / "saved"))
+    out = served.signatures["serving_default"](tf.constant(images[:200, ..., None] / 255.0, tf.float32))
+    fine = np.argmax(out["fine"].numpy(), axis=1)
+    coarse = np.argmax(out["coarse"].numpy(), axis=1)
+    assert out["fine"].shape == (200, 10) and out["coarse"].shape == (200, 4)
+    assert np.mean(fine == labels[:200]) > 0.5
+    assert np.mean(fashion_coarse_labels(fine) == coarse) > 0.7  # the two heads mostly agree
