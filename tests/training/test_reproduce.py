@@ -333,6 +333,15 @@ def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypa
     again = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
     assert again["rows"] == results["rows"]
 
+    # The corruption choice cut off after its trials: each finished level is kept, none reruns.
+    from training.reproduce.common import Workdir, run_path
+
+    run_path(tmp_path / "out", "corruption choice", 0).unlink()
+    monkeypatch.setattr(ed, "train_run", lambda *a, **k: pytest.fail("a finished level was trained again"))
+    workdir = Workdir(tmp_path / "out", json.loads((tmp_path / "out" / "manifest.json").read_text())["protocol"])
+    choice = ed.choose_corruption(workdir, 6, 2, 0, lambda *_: None)
+    assert choice["chosen"] == 0.1 and choice["validation_error"] == results["corruption"]["validation_error"]
+
 
 def test_committed_run_records_are_not_ignored_by_git():
     """The records a fresh clone continues from must reach the repository: a pattern such

@@ -225,14 +225,23 @@ def train_run(setting, seed, epochs, corruption, eval_every, log=None, run_dir=N
 
 def choose_corruption(workdir, epochs, eval_every, seed, log):
     """The corruption level with the lowest validation error on NN1, l = 100, u = 10^4,
-    exp_40, the first seed; recorded in the workdir like a run."""
+    exp_40, the first seed; recorded in the workdir like a run. Each level's trial is a
+    run of its own (checkpointed, resumed, its validation error recorded once finished), so
+    a choice cut off part-way goes on where it stopped."""
     found = workdir.finished("corruption choice", 0)
     if found is None:
         trials = {}
         for level in CORRUPTIONS:
-            log(f"[corruption] trying {level}")
-            record = train_run(Setting("nn1", 100, 10000, "exp_40"), seed, epochs, level, eval_every)
-            trials[str(level)] = min(v for _, v, _ in record["curve"])
+            name = f"corruption {level}"
+            trial = workdir.finished(name, 0)
+            if trial is None:
+                log(f"[corruption] trying {level}")
+                record = train_run(Setting("nn1", 100, 10000, "exp_40"), seed, epochs, level, eval_every,
+                                   run_dir=workdir.out / "corruption" / str(level))
+                trial = {"setting": name, "validation_error": min(v for _, v, _ in record["curve"]),
+                         "seconds": record["seconds"]}
+                workdir.save_run(name, 0, trial)
+            trials[str(level)] = trial["validation_error"]
         found = {"setting": "corruption choice", "validation_error": trials,
                  "chosen": float(min(trials, key=trials.get))}
         workdir.save_run("corruption choice", 0, found)
