@@ -179,12 +179,17 @@ def training_flops_per_image(model):
     total = 0
     for layer in _layers(model):
         if isinstance(layer, keras.layers.Conv2D):
-            _, h, w, out = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * h * w * out * kh * kw * layer.input.shape[-1]
+            total += _conv_flops(layer)
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
     return 3 * total
+
+
+def _conv_flops(layer):
+    """2 x the multiply-adds of one image's forward pass through a Conv2D layer."""
+    _, h, w, out = layer.output.shape
+    kh, kw = layer.kernel_size
+    return 2 * h * w * out * kh * kw * layer.input.shape[-1]
 
 
 def _layers(model):
@@ -240,16 +245,16 @@ def step_profile(steps, batch=100):
     seconds = {}
     for row in table["rows"]:
         kind, self_us = row["c"][columns["type"]]["v"], row["c"][columns["total_self_time"]]["v"]
+        if kind == "IDLE":  # every idle thread of the process (tf.data's too): not the step's
+            continue
         kind = ("conv_kernel_gradient" if "Conv2DBackpropFilter" in kind else
                 "conv_input_gradient" if "Conv2DBackpropInput" in kind else
                 "conv_forward" if "Conv2D" in kind else "batch_norm" if "BatchNorm" in kind else
-                "idle" if kind == "IDLE" else "other (element-wise, optimiser)")
+                "other (element-wise, optimiser)")
         seconds[kind] = seconds.get(kind, 0.0) + self_us / 1e6
-    seconds.pop("idle", None)  # every idle thread of the process (tf.data's too): not the step's
     total = sum(seconds.values())
     forward = [layer for layer in _layers(model) if isinstance(layer, keras.layers.Conv2D)]
-    flops = {layer.name: 2 * np.prod(layer.output.shape[1:]) * np.prod(layer.kernel.shape[:3]) * batch
-             for layer in forward}
+    flops = {layer.name: _conv_flops(layer) * batch for layer in forward}
     kind_flops = {"conv_forward": sum(flops.values()), "conv_kernel_gradient": sum(flops.values()),
                   "conv_input_gradient": sum(flops.values()) - flops[forward[0].name]}
     return {"steps": steps, "batch": batch,

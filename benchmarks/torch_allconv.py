@@ -21,18 +21,12 @@ import torch
 from torch import nn
 
 
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM; `getrusage`'s maxrss would include the
-    parent's, which Linux carries across exec)."""
+def status_mb(key):
+    """A memory figure of this process from /proc/self/status, in MB: VmHWM its peak
+    resident memory (`getrusage`'s maxrss would include the parent's, which Linux carries
+    across exec), VmRSS its resident memory now."""
     for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def current_rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return None
 
@@ -81,14 +75,14 @@ def main(argv):
             total.backward()
             optimizer.step()
 
-    ready_rss = current_rss_mb()  # imported, data and net in memory, nothing trained yet
+    ready_rss = status_mb("VmRSS")  # imported, data and net in memory, nothing trained yet
     epoch()  # warm-up
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
         epoch()
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "ready_rss_mb": ready_rss,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": status_mb("VmHWM"), "ready_rss_mb": ready_rss,
                       "params": sum(p.numel() for p in model.parameters()) + sum(
                           b.numel() for n, b in model.named_buffers() if "num_batches" not in n),
                       "threads": torch.get_num_threads(), "torch": torch.__version__}))
