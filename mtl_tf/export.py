@@ -40,10 +40,15 @@ def _output_names(model):
     return list(outputs)
 
 
-def _check_target(path, overwrite):
+def _check_target(path, overwrite, saved_model=True):
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"`path` already exists; pass overwrite=True to replace it. "
+                              f"Received: path={str(path)!r}")
+    # overwrite=True replaces an export, never a folder or file of something else.
+    what = "a SavedModel folder" if saved_model else "a .keras file"
+    if path.exists() and not ((path / "saved_model.pb").is_file() if saved_model else path.is_file()):
+        raise FileExistsError(f"`path` exists and is not {what}: refusing to replace it. "
                               f"Received: path={str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
@@ -157,7 +162,7 @@ def save_keras(model, path, overwrite=False):
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"`path` must end in .keras. Received: path={str(path)!r}")
-    path = _check_target(path, overwrite)
+    path = _check_target(path, overwrite, saved_model=False)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
         try:

@@ -28,12 +28,46 @@ def pair_batch(n=256):
     return load_numpy("mnist_pairs", "test", n=n, seed=0)
 
 
+# A Python that never imports this project, started once per test process: each snippet
+# runs there in a namespace of its own (TensorFlow's start-up is paid once, not per test).
+_FRESH_PYTHON = r"""
+import contextlib, io, json, sys, traceback
+reply = sys.stdout
+for line in sys.stdin:
+    buffer, ok = io.StringIO(), True
+    try:
+        with contextlib.redirect_stdout(buffer):
+            exec(compile(json.loads(line), "<snippet>", "exec"), {"__name__": "__main__"})
+    except BaseException:
+        ok = False
+        buffer.write(traceback.format_exc())
+    reply.write(json.dumps({"ok": ok, "stdout": buffer.getvalue()}) + "\n")
+    reply.flush()
+"""
+_fresh = None
+
+
 def run_python(code, timeout=300):
-    """Runs `code` in a fresh Python that has not imported this project; returns stdout."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    """Runs `code` in a Python that has never imported this project; returns its stdout."""
+    import atexit
+    import json
+    import select
+
+    global _fresh
+    if _fresh is None or _fresh.poll() is not None:
+        _fresh = subprocess.Popen([sys.executable, "-c", _FRESH_PYTHON], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        atexit.register(_fresh.kill)
+    _fresh.stdin.write(json.dumps(textwrap.dedent(code)) + "\n")
+    _fresh.stdin.flush()
+    ready, _, _ = select.select([_fresh.stdout], [], [], timeout)
+    line = _fresh.stdout.readline() if ready else ""
+    if not line:
+        _fresh.kill()
+        raise AssertionError(f"the fresh Python {'died' if ready else f'took over {timeout} s'}")
+    result = json.loads(line)
+    assert result["ok"], result["stdout"][-3000:]
+    return result["stdout"]
 
 
 def run_saved_model_roundtrip(model, path, x):

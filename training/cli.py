@@ -1,9 +1,61 @@
 """The `mtl-tf` command line."""
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
+
+# Argument types: a bad value ends in argparse's one line naming the option and the value,
+# before anything is loaded or written.
+def _integer(minimum, maximum=None):
+    bounds = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+
+    def integer(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {bounds}. Received: {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be an integer {bounds}. Received: {text!r}")
+        return value
+
+    return integer
+
+
+_POSITIVE = _integer(1)
+_SEED = _integer(0, 2**32 - 1)  # NumPy's seed range
+
+
+def _learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0. Received: {text!r}")
+    return value
+
+
+def _limit_or_all(text):
+    """`mtl-tf tune --limit`: a positive count, or `all`."""
+    if text == "all":
+        return None
+    try:
+        return _POSITIVE(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or 'all'. Received: {text!r}") from None
+
+
+def _task_list(text):
+    names = text.split(",")
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"must be comma-separated names, none empty. Received: {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"names a task more than once ({', '.join(twice)}); each "
+                                         f"data set is one task. Received: {text!r}")
+    return names
 
 
 def _data_fetch(args):
@@ -79,7 +131,7 @@ def _train(args):
                              args.workers, log=lambda m: print(m, flush=True))
         return
     _, _, test = run.train(
-        args.model, (args.tasks or "mnist,fashion_mnist").split(","), args.run_dir, weighting=args.weighting,
+        args.model, args.tasks or ["mnist", "fashion_mnist"], args.run_dir, weighting=args.weighting,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         limit=args.limit, seed=args.seed, model_kwargs=_parse_kwargs(args.model_option),
         weighting_kwargs=_parse_kwargs(args.weighting_option), sharing=args.sharing,
@@ -111,9 +163,9 @@ def _predict(args):
 def _tune(args):
     from tuning.search import tune
 
-    tune(args.family, args.tasks.split(","), args.directory, args.project, tuner=args.tuner,
+    tune(args.family, args.tasks, args.directory, args.project, tuner=args.tuner,
          max_trials=args.max_trials, epochs=args.epochs, objective=args.objective.split(","),
-         weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit or None,
+         weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit,
          batch_size=args.batch_size, seed=args.seed, export=args.export, workers=args.workers,
          role=args.role, log=lambda m: print(m, flush=True))
 
@@ -163,7 +215,7 @@ def build_parser():
     demo.set_defaults(run=_data_demo)
     train = commands.add_parser("train", help="train a zoo model on pooled data sets")
     train.add_argument("model", help="a registered model name (see zoo.list_models())")
-    train.add_argument("--tasks", default=None,
+    train.add_argument("--tasks", default=None, type=_task_list,
                        help="comma-separated data sets, one task each (default mnist,fashion_mnist)")
     train.add_argument("--hierarchy", default=None, metavar="DATA",
                        help="coarse_fine models only: the fine and coarse labels of fashion_mnist, "
@@ -176,13 +228,13 @@ def build_parser():
                        help="a weighting argument, e.g. sigma=40 (repeatable)")
     train.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                        help="a builder argument, e.g. trunk=dense (repeatable)")
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--limit", type=int, default=None, help="training examples per task")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=_POSITIVE, default=3)
+    train.add_argument("--batch-size", type=_POSITIVE, default=128)
+    train.add_argument("--lr", type=_learning_rate, default=1e-3, help="Adam's learning rate")
+    train.add_argument("--limit", type=_POSITIVE, default=None, help="training examples per task")
+    train.add_argument("--seed", type=_SEED, default=0)
     train.add_argument("--run-dir", required=True, help="checkpoints and logs; resumed if present")
-    train.add_argument("--workers", type=int, default=0,
+    train.add_argument("--workers", type=_integer(0), default=0,
                        help="train as this many local processes under MultiWorkerMirroredStrategy")
     train.set_defaults(run=_train)
 
@@ -209,8 +261,9 @@ def build_parser():
                                 "found there are skipped, finished runs are added (default for "
                                 "the full profile: docs/results/records/NAME-full)")
     reproduce.add_argument("--no-records", action="store_true", help="keep no records outside --out")
-    reproduce.add_argument("--runs", type=int, default=None, help="runs per setting (default: the profile's)")
-    reproduce.add_argument("--seed", type=int, default=0)
+    reproduce.add_argument("--runs", type=_POSITIVE, default=None,
+                           help="runs per setting (default: the profile's)")
+    reproduce.add_argument("--seed", type=_SEED, default=0)
     reproduce.add_argument("--publish", metavar="DIR", default=None,
                            help="also copy the report, results and figures to DIR as "
                                 "NAME-PROFILE.md/.json/-*.png (docs/results for the committed copies)")
@@ -218,11 +271,11 @@ def build_parser():
 
     tune = commands.add_parser("tune", help="a keras-tuner search over a family (resumable)")
     tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing, evolving_dae or coarse_fine")
-    tune.add_argument("--tasks", default="mnist,fashion_mnist",
+    tune.add_argument("--tasks", default="mnist,fashion_mnist", type=_task_list,
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
-    tune.add_argument("--max-trials", type=int, default=10)
-    tune.add_argument("--epochs", type=int, default=3, help="per trial (hyperband: the most)")
+    tune.add_argument("--max-trials", type=_POSITIVE, default=10)
+    tune.add_argument("--epochs", type=_POSITIVE, default=3, help="per trial (hyperband: the most)")
     tune.add_argument("--objective", default="val_mean_accuracy",
                       help="a logged metric, or several comma-separated")
     tune.add_argument("--weightings", default=None,
@@ -230,13 +283,14 @@ def build_parser():
                            "no main task)")
     tune.add_argument("--directory", default="runs/tune")
     tune.add_argument("--project", default=None, help="default: the family's name")
-    tune.add_argument("--limit", type=int, default=5000,
-                      help="training examples per task (siamese: pairs); 0 for all")
-    tune.add_argument("--batch-size", type=int, default=128)
-    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--limit", type=_limit_or_all, default="5000",
+                      help="training examples per task (siamese: pairs), or 'all' (siamese: "
+                           "paper 003's 1000 pairs)")
+    tune.add_argument("--batch-size", type=_POSITIVE, default=128)
+    tune.add_argument("--seed", type=_SEED, default=0)
     tune.add_argument("--export", default=None, metavar="DIR",
                       help="export the best model as a SavedModel there")
-    tune.add_argument("--workers", type=int, default=0,
+    tune.add_argument("--workers", type=_integer(0), default=0,
                       help="run a keras-tuner chief and this many workers as local processes")
     tune.add_argument("--role", choices=("chief", "worker"), default=None,
                       help="this process's part in a search across machines (with keras-tuner's "
@@ -257,7 +311,7 @@ def main(argv=None):
         args.project = args.family
     try:
         args.run(args)
-    except (ValueError, RuntimeError, OSError) as error:
+    except (ValueError, RuntimeError, OSError, FloatingPointError) as error:
         print(f"mtl-tf: error: {error}", file=sys.stderr)
         return 1
     return 0

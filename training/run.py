@@ -7,12 +7,15 @@ A run directory holds `config.json` (enough to rebuild the model), `checkpoints/
 
 import contextlib
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from mtl_tf.data import load_numpy, pool
+from mtl_tf.data.paths import atomic_write_bytes
+from training import lock
 
 IMAGE_SETS = ("mnist", "fashion_mnist", "letters")
 
@@ -51,11 +54,14 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     `sharing`: a Selective Sharing criterion, for the `selective_sharing` model.
     `hierarchy`: a coarse/fine data set (`fashion_mnist`, `pooled`, `cifar100`) for the
     `coarse_fine*` models, whose two tasks are then `fine` and `coarse` (`task_names` unused)."""
-    import keras
-
-    from training.trainer import Trainer
-
     run_dir = Path(run_dir)
+    if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"`learning_rate` must be a finite number > 0. Received: "
+                         f"learning_rate={learning_rate!r}")
+    fixed = sorted({"tasks", "input_shape"} & set(model_kwargs or {}))
+    if fixed:
+        raise ValueError(f"The model's {' and '.join(fixed)} come from the data, not from a model "
+                         f"option. Received: {', '.join(f'{k}={model_kwargs[k]!r}' for k in fixed)}")
     if hierarchy is not None and not model_name.startswith("coarse_fine"):
         raise ValueError(f"`hierarchy` gives the fine and coarse labels of the `coarse_fine` models; "
                          f"model {model_name!r} is not one. Received: hierarchy={hierarchy!r}")
@@ -82,6 +88,20 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         config["sharing"] = sharing
     else:
         callbacks = []
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"`run_dir` names a file, not a folder. Received: run_dir={str(run_dir)!r}")
+    distribution = _cluster_strategy()
+    chief = distribution is None or distribution.cluster_resolver.task_id == 0
+    # Only the chief writes the run, so only it holds the folder.
+    with lock.hold(run_dir) if chief else contextlib.nullcontext():
+        _check_run_dir(run_dir, config, chief)
+        return _train(config, run_dir, distribution, chief, callbacks, verbose,
+                      *((x, y) if hierarchy is not None else ()))
+
+
+def _check_run_dir(run_dir, config, chief):
+    """Refuses a run directory that holds a run with other settings, or files of anything
+    else than a run (a wrong path), before anything is written."""
     config_path = run_dir / "config.json"
     if config_path.exists():
         previous = json.loads(config_path.read_text())
@@ -90,8 +110,18 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         if changed:
             raise ValueError(f"`run_dir` {str(run_dir)!r} holds a run with other settings "
                              f"(old, new): {changed}. Use a new run directory.")
-    distribution = _cluster_strategy()
-    chief = distribution is None or distribution.cluster_resolver.task_id == 0
+    elif chief and any(p.name != lock.LOCK_FILE for p in run_dir.iterdir()):
+        raise ValueError(f"`run_dir` {str(run_dir)!r} is a folder of other files (no config.json "
+                         f"of a run): name a new or empty folder, or a run directory to resume.")
+
+
+def _train(config, run_dir, distribution, chief, callbacks, verbose, x=None, y=None):
+    import keras
+
+    from training.trainer import Trainer
+
+    task_names, hierarchy, seed = config["tasks"], config.get("hierarchy"), config["seed"]
+    limit, epochs, batch_size = config["limit"], config["epochs"], config["batch_size"]
     keras.utils.set_random_seed(seed)
     with distribution.scope() if distribution else contextlib.nullcontext():
         model = build_model(config)
@@ -106,19 +136,18 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     x, x_val = x[:-held], x[-held:]
     y, y_val = {t: v[:-held] for t, v in y.items()}, {t: v[-held:] for t, v in y.items()}
     with distribution.scope() if distribution else contextlib.nullcontext():
-        trainer = Trainer(model, weighting={"class_name": weighting, "config": config["weighting_kwargs"]},
-                          optimizer=keras.optimizers.Adam(learning_rate), run_dir=run_dir, seed=seed,
+        trainer = Trainer(model, weighting={"class_name": config["weighting"], "config": config["weighting_kwargs"]},
+                          optimizer=keras.optimizers.Adam(config["learning_rate"]), run_dir=run_dir, seed=seed,
                           distribution=distribution)
     if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(config, indent=2))
+        atomic_write_bytes(run_dir / "config.json", json.dumps(config, indent=2).encode())
     start = time.time()
     history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
                           validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
     test = trainer.evaluate((x_test, y_test))
     if chief:
-        (run_dir / "test_metrics.json").write_text(json.dumps(
-            {**test, "train_seconds": time.time() - start}, indent=2))
+        atomic_write_bytes(run_dir / "test_metrics.json", json.dumps(
+            {**test, "train_seconds": time.time() - start}, indent=2).encode())
     return trainer, history, test
 
 

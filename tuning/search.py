@@ -141,6 +141,14 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
          objective="val_mean_accuracy", weightings=None, limit=None, batch_size=128, seed=0,
          export=None, workers=0, role=None, log=print):
     """Runs (or continues) the search and returns the summary rows, best first."""
+    from training.trainer import _check_positive_int
+
+    for name, value in {"max_trials": max_trials, "epochs": epochs, "batch_size": batch_size,
+                        "limit": 1 if limit is None else limit}.items():
+        _check_positive_int(name, value)
+    if export and Path(export).exists() and not (Path(export) / "saved_model.pb").is_file():
+        raise ValueError(f"`export` exists and is not a SavedModel folder: the best model would "
+                         f"replace it. Name a new folder. Received: export={str(export)!r}")
     objective = [objective] if isinstance(objective, str) else list(objective)
     if family == "siamese":
         tasks = ["compare", "digit_a", "digit_b"]
@@ -161,7 +169,7 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
                    str(max_trials), "--epochs", str(epochs), "--objective", ",".join(objective),
                    "--directory", str(directory), "--project", project, "--batch-size", str(batch_size),
                    "--seed", str(seed), "--weightings", ",".join(hypermodel.weightings)]
-        _run_distributed(command + ["--limit", str(limit or 0)], workers, log)
+        _run_distributed(command + ["--limit", str(limit) if limit else "all"], workers, log)
     else:
         x, y, x_val, y_val = _data(family, tasks, limit, seed)
         search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)

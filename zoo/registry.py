@@ -1,6 +1,7 @@
 """The model registry: `build(name, **kwargs)`, `list_models(pattern)`, `@register`."""
 
 import fnmatch
+import inspect
 
 from mtl_tf.names import unknown_name
 
@@ -47,4 +48,12 @@ def build(name, **kwargs):
     assert sorted(model(np.zeros((1, 28, 28, 1)))) == ["fashion_mnist", "mnist"]
     ```
     """
-    return get_builder(name)(**{k: v for k, v in kwargs.items() if v is not None})
+    builder = get_builder(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    parameters = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(kwargs) - set(parameters))
+        if unknown:
+            raise ValueError(f"Model {name!r} has no argument {', '.join(map(repr, unknown))}. "
+                             f"Its arguments: {sorted(parameters)}")
+    return builder(**kwargs)

@@ -8,6 +8,7 @@ it is imported, so nothing named in the file runs.
 
 import gzip
 import io
+import math
 import pickle
 import struct
 import zlib
@@ -56,11 +57,45 @@ class UnsafePickleError(pickle.UnpicklingError):
     """Raised when a pickle names a global outside the NumPy allowlist."""
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
+def _check_state(inst, state):
+    """The state a BUILD opcode hands an array or a dtype, checked before NumPy's
+    `__setstate__` sees it: NumPy changes the object in place and can fail half-way (a
+    dtype given reference flags, an array given a buffer of the wrong size), and the
+    half-built object then breaks NumPy when it is freed, outside any `try`. Data files
+    hold plain numeric arrays only."""
+    import numpy as np
+
+    if isinstance(inst, np.dtype):
+        # (version, byte order, subarray, names, fields, item size, alignment, flags)
+        if not (isinstance(state, tuple) and len(state) == 8 and state[2:5] == (None, None, None)
+                and state[7] == 0):
+            raise ValueError(f"a dtype's state is not one of a plain numeric dtype: {state!r:.200}")
+    elif isinstance(inst, np.ndarray):
+        # (version, shape, dtype, Fortran order, data); version 0 has no first item
+        ok = isinstance(state, tuple) and len(state) in (4, 5)
+        shape, dtype, _, data = state[-4:] if ok else (None,) * 4
+        ok = ok and (isinstance(shape, tuple) and all(type(d) is int and d >= 0 for d in shape)
+                     and isinstance(dtype, np.dtype) and not dtype.hasobject
+                     and isinstance(data, (bytes, str)))  # str: Python 2's, read as latin1
+        if not ok or len(data) != math.prod(shape) * dtype.itemsize:
+            raise ValueError(f"an array's state does not describe a numeric array and its "
+                             f"bytes: {state!r:.200}")
+
+
+# The pure-Python unpickler, since the C one offers no hook on BUILD (see `_check_state`).
+class _NumpyOnlyUnpickler(pickle._Unpickler):
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def __init__(self, file, path):
         # latin1 lets NumPy read array buffers written by Python 2 (mnist.pkl.gz).
         super().__init__(file, encoding="latin1")
         self._path = path
+
+    def load_build(self):
+        _check_state(self.stack[-2], self.stack[-1])
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module, name):
         if (module, name) in _WRAPPED:

@@ -1,25 +1,30 @@
-"""One gradient-level step under MirroredStrategy on two logical CPUs, SGD with rate 1
-(the mirrored gradient-level test compares it with one device).
+"""One gradient-level step with two replicas, SGD with rate 1 (the gradient-level
+distribution tests compare it with one device): two logical CPUs under MirroredStrategy,
+or, with `multiworker`, this process as one worker of the `TF_CONFIG` cluster under
+MultiWorkerMirroredStrategy.
 
-    python -m tests.training.mirrored_step_script OUT.npz WEIGHTING_JSON
+    python -m tests.training.mirrored_step_script OUT.npz WEIGHTING_JSON [multiworker]
 """
 
 import json
 import sys
 
 
-def main(out, weighting):
+def main(out, weighting, layout="mirrored"):
     import tensorflow as tf
 
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    if layout == "mirrored":
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    else:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
     import keras
     import numpy as np
 
     from tests.training.test_step_reference import N, _data, _model
     from training import Trainer
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = _model()
         trainer = Trainer(model, weighting=json.loads(weighting), optimizer=keras.optimizers.SGD(1.0),

@@ -42,10 +42,11 @@ def main(run_dir, epochs, out, layout="single"):
                           optimizer=keras.optimizers.Adam(1e-3), distribution=distribution,
                           run_dir=run_dir if run_dir != "-" else None, seed=3)
     x, y = two_task_batch(1024)
+    initial = {f"initial_w{i}": v.numpy() for i, v in enumerate(model.weights)}
     trainer.fit(x, y, epochs=int(epochs), batch_size=64, verbose=0)
     weights = {f"w{i}": v.numpy() for i, v in enumerate(model.weights)}
     weights.update({f"s{i}": v.numpy() for i, v in enumerate(trainer.weighting.variables)})
-    np.savez(out, **weights)
+    np.savez(out, **weights, **initial)
 
 
 class _null:

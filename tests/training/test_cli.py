@@ -19,61 +19,165 @@ def _cli(*args, check=True):
     return result
 
 
-def test_train_export_predict(tmp_path):
+def test_train_export_predict(tmp_path, monkeypatch, capsys):
+    """The command line's whole path in this process (the same `main`; the console script
+    itself is run by the tests below): train, resume, refuse a clash, export, predict."""
     run = tmp_path / "run"
     common = ["train", "hard_sharing", "--tasks", "mnist,letters", "--limit", "2000",
               "--batch-size", "64", "--run-dir", run, "--model-option", "trunk=dense"]
-    _cli(*common, "--epochs", "1", "--weighting", "uncertainty")
-    out = _cli(*common, "--epochs", "2", "--weighting", "uncertainty").stdout
+
+    def cli(*args, code=0):
+        got, err, out = _main(args, tmp_path, monkeypatch, capsys)
+        assert got == code, err[-3000:]
+        return err if code else out
+
+    cli(*common, "--epochs", "1", "--weighting", "uncertainty")
+    _cli(*common, "--epochs", "2", "--weighting", "uncertainty")  # the console script resumes it
     history = (run / "history.csv").read_text().splitlines()
     assert len(history) == 3  # a header and one row per epoch: the second call resumed
     test = json.loads((run / "test_metrics.json").read_text())
     assert test["mnist_accuracy"] > 0.75 and test["letters_accuracy"] > 0.75
-    assert "test:" in out
 
     # Settings that differ from the run's are refused rather than mixed in.
-    clash = _cli(*common, "--epochs", "2", "--weighting", "dwa", check=False)
-    assert clash.returncode == 1 and "other settings" in clash.stderr
+    assert "other settings" in cli(*common, "--epochs", "2", "--weighting", "dwa", code=1)
 
     saved = tmp_path / "saved"
-    _cli("export", run, "--to", saved)
+    cli("export", run, "--to", saved)
     images, labels = load_numpy("mnist", "test")
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"digit{i}.png")
         Image.fromarray(images[i]).save(paths[-1])
-    lines = _cli("predict", saved, *paths).stdout.strip().splitlines()
+    lines = cli("predict", saved, *paths).strip().splitlines()
     predicted = [int(line.split("mnist=")[1].split()[0]) for line in lines]
     assert predicted == labels[:3].tolist()
+    assert "overwrite" in cli("export", run, "--to", saved, code=1)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("mine")
+    assert "is not a SavedModel folder: refusing to replace it" in cli(
+        "export", run, "--to", tmp_path / "notes", "--overwrite", code=1)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "mine"
 
-    again = _cli("export", run, "--to", saved, check=False)
-    assert again.returncode == 1 and "overwrite" in again.stderr
+
+def _main(args, tmp_path, monkeypatch, capsys):
+    """`mtl-tf ARGS` in this process (an error needs no TensorFlow start-up of its own), in
+    `tmp_path`: the exit code, what it printed on stderr and on stdout."""
+    from training.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    printed = capsys.readouterr()
+    return code, printed.err, printed.out
+
+
+_TRAIN = ["train", "hard_sharing", "--run-dir", "x", "--limit", "10"]
 
 
 @pytest.mark.parametrize("args, message", [
     (["train", "hard_sharing", "--tasks", "mnist,cifar", "--run-dir", "x"], "unknown: ['cifar']"),
     (["train", "hard_sharin", "--run-dir", "x"], "Did you mean 'hard_sharing'"),
-    (["train", "hard_sharing", "--weighting", "gradnrom", "--run-dir", "x", "--limit", "10"],
-     "Did you mean 'gradnorm'"),
+    ([*_TRAIN, "--weighting", "gradnrom"], "Did you mean 'gradnorm'"),
     (["export", "no-such-run", "--to", "y"], "run_dir='no-such-run'"),
-    (["train", "hard_sharing", "--sharing", "similarity", "--run-dir", "x", "--limit", "10"],
-     "`sharing` merges the branches of the `selective_sharing` model"),
+    ([*_TRAIN, "--sharing", "similarity"], "`sharing` merges the branches of the `selective_sharing` model"),
     (["train", "selective_sharing", "--sharing", "closest", "--run-dir", "x", "--limit", "10"],
      "criterion='closest'"),
-    (["train", "hard_sharing", "--hierarchy", "fashion_mnist", "--run-dir", "x", "--limit", "10"],
-     "model 'hard_sharing' is not one. Received: hierarchy='fashion_mnist'"),
+    ([*_TRAIN, "--hierarchy", "fashion_mnist"], "model 'hard_sharing' is not one. Received: hierarchy='fashion_mnist'"),
     (["train", "coarse_fine_shared", "--run-dir", "x", "--limit", "10"], "--hierarchy fashion_mnist"),
     (["train", "coarse_fine_shared", "--hierarchy", "fashion", "--run-dir", "x", "--limit", "10"],
      "Did you mean 'fashion_mnist'"),
     (["train", "coarse_fine_shared", "--hierarchy", "pooled", "--tasks", "mnist", "--run-dir", "x"],
      "--tasks and --hierarchy exclude each other"),
+    ([*_TRAIN, "--model-option", "nonsense=3"], "Model 'hard_sharing' has no argument 'nonsense'. Its arguments: ["),
+    ([*_TRAIN, "--weighting", "dwa", "--weighting-option", "temp=2"],
+     "Weighting strategy 'dwa' has no argument 'temp'. Its arguments: ['temperature']"),
+    (["tune", "hard_sharing", "--weightings", "equal", "--directory", "t", "--export", "."],
+     "`export` exists and is not a SavedModel folder"),
 ])
-def test_bad_arguments_are_clear_errors(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "training.cli", *args], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=300,
-                            env={**__import__("os").environ,
-                                 "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
-    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+def test_bad_arguments_are_clear_errors(args, message, tmp_path, monkeypatch, capsys):
+    code, err, _ = _main(args, tmp_path, monkeypatch, capsys)
+    assert code == 1 and message in err, err[-2000:]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("option, values, message", [
+    ("--lr", ["nan", "inf", "-inf", "0", "-0.1", "fast"], "must be a finite number > 0"),
+    ("--limit", ["-5", "0", "1.5"], "must be an integer >= 1"),
+    ("--epochs", ["0", "-1", "two"], "must be an integer >= 1"),
+    ("--batch-size", ["0", "-64"], "must be an integer >= 1"),
+    ("--seed", ["-1", "4294967296", "nan"], "must be an integer >= 0 and <= 4294967295"),
+    ("--workers", ["-1"], "must be an integer >= 0"),
+    ("--tasks", ["mnist,mnist", "mnist,,letters"], "--tasks"),
+])
+def test_bad_train_values_are_refused_before_anything_starts(option, values, message, tmp_path,
+                                                             monkeypatch, capsys):
+    for value in values:
+        code, err, _ = _main(["train", "hard_sharing", "--run-dir", "x", f"{option}={value}"], tmp_path,
+                          monkeypatch, capsys)
+        last = err.strip().splitlines()[-1]
+        assert code == 2 and f"argument {option}: " in last and message in err and repr(value) in last, err
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_tune_and_reproduce_values_are_refused(tmp_path, monkeypatch, capsys):
+    for args, message in [
+        (["tune", "hard_sharing", "--max-trials", "0"], "argument --max-trials: must be an integer >= 1. Received: '0'"),
+        (["tune", "hard_sharing", "--limit", "-5"], "argument --limit: must be a positive integer or 'all'. Received: '-5'"),
+        (["tune", "hard_sharing", "--limit", "0"], "argument --limit: must be a positive integer or 'all'. Received: '0'"),
+        (["tune", "hard_sharing", "--epochs", "0"], "argument --epochs: must be an integer >= 1"),
+        (["tune", "hard_sharing", "--tasks", "mnist,mnist"], "names a task more than once (mnist)"),
+        (["reproduce", "siamese", "--runs", "0"], "argument --runs: must be an integer >= 1"),
+        (["reproduce", "siamese", "--seed", "-3"], "argument --seed: must be an integer >= 0"),
+    ]:
+        code, err, _ = _main(args, tmp_path, monkeypatch, capsys)
+        assert code == 2 and message in err.strip().splitlines()[-1], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_dir_that_is_a_file_or_a_folder_of_other_files_is_refused(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "documents").mkdir()
+    (tmp_path / "documents" / "letter.txt").write_text("mine")
+    for run_dir, message in [("notes.txt", "`run_dir` names a file"),
+                             ("documents", "is a folder of other files (no config.json")]:
+        code, err, _ = _main(["train", "hard_sharing", "--limit", "10", "--run-dir", run_dir], tmp_path,
+                          monkeypatch, capsys)
+        assert code == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["documents", "letter.txt", "notes.txt"]
+
+
+def test_a_second_run_on_a_busy_run_dir_is_refused_and_a_killed_run_resumes(tmp_path):
+    """The run directory's lock: a second process is refused while the first holds it and
+    writes nothing; once the first is killed (SIGKILL: no clean-up) the run resumes."""
+    import os
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    common = ["train", "hard_sharing", "--tasks", "mnist", "--limit", "300", "--batch-size", "30",
+              "--model-option", "trunk=dense", "--model-option", "units=[16]", "--run-dir", run]
+    first = subprocess.Popen([sys.executable, "-m", "training.cli", *map(str, common), "--epochs", "10000"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not list((run / "checkpoints").glob("ckpt-*.index")):  # an epoch is done
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        os.kill(first.pid, signal.SIGSTOP)  # holds the lock, writes nothing meanwhile
+        before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+        second = _cli(*common, "--epochs", "2", check=False)
+        assert second.returncode == 1 and f"is in use by another process (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+    finally:
+        first.kill()
+        first.wait()
+    done = len((run / "history.csv").read_text().splitlines()) - 1
+    _cli(*common, "--epochs", done + 1)
+    assert len((run / "history.csv").read_text().splitlines()) == 1 + done + 1
+    assert not (run / ".lock").exists()
 
 
 def test_saved_model_rejects_a_wrong_input_shape(tmp_path):
@@ -139,7 +243,7 @@ def test_a_served_model_refuses_bad_inputs_in_a_process_that_never_imported_us(t
     assert lines["ok"] == "(2, 3)"
 
 
-def test_predict_refuses_what_it_cannot_read(tmp_path):
+def test_predict_refuses_what_it_cannot_read(tmp_path, monkeypatch, capsys):
     import mtl_tf.export
     import zoo
 
@@ -153,17 +257,31 @@ def test_predict_refuses_what_it_cannot_read(tmp_path):
         (["predict", pairs, tmp_path / "ok.png"], "takes inputs of shape (2, 14, 14), not images"),
         (["predict", digits, tmp_path / "notes.png"], "is not an image file Pillow can read"),
     ]:
-        result = _cli(*args, check=False)
-        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, \
-            result.stderr[-2000:]
+        code, err, _ = _main(args, tmp_path, monkeypatch, capsys)
+        assert code == 1 and message in err, err[-2000:]
+    # The console script itself: one line, no traceback.
+    result = _cli("predict", digits, tmp_path / "notes.png", check=False)
+    assert result.returncode == 1 and result.stderr.strip().splitlines() == [
+        f"mtl-tf: error: `IMAGE` {str(tmp_path / 'notes.png')!r} is not an image file Pillow can read "
+        f"(cannot identify image file {str(tmp_path / 'notes.png')!r})."], result.stderr[-2000:]
 
 
 # The loss-level case is also covered by test_trainer's two-worker test: slow here.
-@pytest.mark.parametrize("weighting", [pytest.param("uncertainty", marks=pytest.mark.slow), "pcgrad"])
+@pytest.mark.parametrize("weighting", [pytest.param("uncertainty", marks=pytest.mark.slow), "mgda"])
 def test_train_with_two_workers_matches_one_process(weighting, tmp_path):
-    """`--workers 2`: two processes of one MultiWorkerMirroredStrategy cluster on
-    loopback, a loss-level and a gradient-level strategy, end where one process ends."""
-    from training.run import restore_model
+    """`--workers 2`: two processes of one MultiWorkerMirroredStrategy cluster on loopback
+    end where one process ends: every variable within 1% of the distance training moved it.
+
+    Why that tolerance, not elementwise equality: the two sum in another order, and over 34
+    steps a rounding difference can flip a discontinuity (a ReLU, a projection's sign) and
+    grow; PCGrad once left 26 of 100,352 kernel entries up to 1.2e-3 apart. Measured here:
+    2e-7 of the distance (MGDA, 2 epochs); the same run combining each worker's own Gram
+    matrix instead of their sum, 0.039 to 0.10. MGDA, because with these tasks' disjoint
+    examples the Gram matrix is diagonal: PCGrad never projects, MGDA's weights are its
+    diagonal, the sum over workers."""
+    import keras
+
+    from training.run import build_model, restore_model
 
     common = ["train", "hard_sharing", "--tasks", "mnist,letters", "--limit", "600", "--batch-size", "64",
               "--epochs", "2", "--weighting", weighting, "--model-option", "trunk=dense"]
@@ -172,8 +290,12 @@ def test_train_with_two_workers_matches_one_process(weighting, tmp_path):
     assert "worker 0 is the chief" in two.stdout and "test:" in two.stdout
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [
         "checkpoints", "config.json", "history.csv", "tensorboard", "test_metrics.json", "trainer.json"]
-    for got, want in zip(restore_model(tmp_path / "two").weights, restore_model(tmp_path / "one").weights):
-        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=2e-3, atol=2e-4, err_msg=got.path)
+    keras.utils.set_random_seed(0)  # the runs' seed: their initial weights
+    start = build_model(json.loads((tmp_path / "one" / "config.json").read_text()))
+    one, two = restore_model(tmp_path / "one"), restore_model(tmp_path / "two")
+    for got, want, initial in zip(two.weights, one.weights, start.weights):
+        moved = np.linalg.norm(want.numpy() - initial.numpy())
+        assert moved > 0 and np.linalg.norm(got.numpy() - want.numpy()) < 1e-2 * moved, got.path
 
 
 def test_train_with_selective_sharing_then_export_the_merged_model(tmp_path):

@@ -108,9 +108,20 @@ def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
     one = _run_script("-", 2, tmp_path / "one.npz")
     two = _run_script("-", 2, tmp_path / "two.npz", "mirrored")
     assert one.wait(timeout=300) == 0 and two.wait(timeout=300) == 0
-    want, got = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    _assert_same_run(np.load(tmp_path / "two.npz"), np.load(tmp_path / "one.npz"))
+
+
+def _assert_same_run(got, want):
+    """Two runs that sum in another order end at the same weights: each within 0.1% of the
+    distance training moved it (measured: 3.5e-7 at most, two replicas, 2 epochs). Not
+    elementwise: over many steps a rounding difference can flip a ReLU and grow in a few
+    entries. The strategy's own variables (Kendall's log-variances) are compared as values."""
     for key in want.files:
-        np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
+        if key.startswith("w"):
+            moved = np.linalg.norm(want[key] - want[f"initial_{key}"])
+            assert moved > 0 and np.linalg.norm(got[key] - want[key]) < 1e-3 * moved, key
+        elif key.startswith("s"):
+            np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
 
 
 def test_label_dict_must_match_the_tasks():
@@ -153,9 +164,7 @@ def test_two_workers_on_localhost_match_one_device(tmp_path):
     assert one.wait(timeout=300) == 0
     want = np.load(tmp_path / "one.npz")
     for index in range(2):
-        got = np.load(tmp_path / f"worker{index}.npz")
-        for key in want.files:
-            np.testing.assert_allclose(got[key], want[key], rtol=2e-3, atol=2e-4, err_msg=key)
+        _assert_same_run(np.load(tmp_path / f"worker{index}.npz"), want)
     # Only the chief writes the run: its checkpoints and history, no worker scratch left.
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
         "checkpoints", "history.csv", "tensorboard", "trainer.json"]
