@@ -24,11 +24,12 @@ demo: data
 	$(VENV)/bin/mtl-tf data demo --out runs/data-demo
 	$(VENV)/bin/mtl-tf demo --out runs/demo --saved-models saved_models
 
+# Two pytest workers: many tests wait on processes they start, so one core is idle otherwise.
 test: data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: data
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n 2 -m slow
 
 clean-venv:
 	rm -rf $(VENV)
