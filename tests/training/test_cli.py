@@ -136,14 +136,21 @@ def test_bad_tune_and_reproduce_values_are_refused(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_run_dir_that_is_a_file_or_a_folder_of_other_files_is_refused(tmp_path, monkeypatch, capsys):
+def test_folders_that_are_files_or_hold_other_files_are_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "documents").mkdir()
     (tmp_path / "documents" / "letter.txt").write_text("mine")
-    for run_dir, message in [("notes.txt", "`run_dir` names a file"),
-                             ("documents", "is a folder of other files (no config.json")]:
-        code, err, _ = _main(["train", "hard_sharing", "--limit", "10", "--run-dir", run_dir], tmp_path,
-                          monkeypatch, capsys)
+    for args, message in [
+        (["train", "hard_sharing", "--limit", "10", "--run-dir", "notes.txt"], "`run_dir` names a file"),
+        (["train", "hard_sharing", "--limit", "10", "--run-dir", "documents"],
+         "is a folder of other files (no config.json"),
+        (["reproduce", "siamese", "--out", "notes.txt"], "`--out` names a file, not a folder"),
+        (["reproduce", "siamese", "--out", "documents", "--no-records"],
+         "`--out` 'documents' holds other files (no manifest.json of a reproduction)"),
+        (["tune", "hard_sharing", "--directory", "notes.txt"], "`--directory` names a file"),
+        (["data", "demo", "--out", "notes.txt"], "`--out` names a file"),
+    ]:
+        code, err, _ = _main(args, tmp_path, monkeypatch, capsys)
         assert code == 1 and message in err, err
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["documents", "letter.txt", "notes.txt"]
 

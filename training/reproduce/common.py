@@ -113,6 +113,14 @@ class Workdir:
         self.protocol = dict(protocol)
         self.manifest_path = self.out / "manifest.json"
         manifest = {"protocol": self.protocol, "sittings": []}
+        for folder, option in ((self.out, "--out"), (self.records, "--records")):
+            if folder is None:
+                continue
+            if folder.exists() and not folder.is_dir():
+                raise ValueError(f"`{option}` names a file, not a folder. Received: {str(folder)!r}")
+            if folder.is_dir() and not (folder / "manifest.json").exists() and any(folder.iterdir()):
+                raise ValueError(f"`{option}` {str(folder)!r} holds other files (no manifest.json of "
+                                 f"a reproduction): name a new or empty folder, or one to resume.")
         for folder in (self.out, self.records):
             if folder and (folder / "manifest.json").exists():
                 manifest = json.loads((folder / "manifest.json").read_text())
