@@ -152,11 +152,10 @@ def test_a_worker_restarted_after_the_chief_ended_does_not_keep_the_search_waiti
         restarted.append(_python("import time; time.sleep(120)"))  # waits for a chief that is gone
         return restarted[-1]
 
-    start = time.time()
     _supervise(chief, {"tuner0": killed, "tuner1": finishing}, restart, lines.append, poll=0.1)
-    assert time.time() - start < 60
     assert len(restarted) == 1 and "tuner0 ended with code" in lines[0]
-    assert restarted[0].poll() is not None and chief.returncode == 0
+    # Stopped (a signal's code), not waited for: left alone it would end with 0.
+    assert restarted[0].poll() not in (None, 0) and chief.returncode == 0
 
 
 def test_a_worker_that_keeps_failing_stops_the_search_and_every_process():
