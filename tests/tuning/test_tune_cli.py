@@ -40,7 +40,7 @@ def _wait_for(condition, timeout=300, process=None):
         time.sleep(0.1)
 
 
-def test_a_search_killed_after_its_first_trial_continues_and_keeps_it(tmp_path):
+def test_a_search_killed_after_its_first_trial_continues_and_keeps_it(tmp_path, capsys):
     folder = tmp_path / "hard_sharing"
     first = subprocess.Popen(_command(tmp_path, trials=3), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -64,9 +64,12 @@ def test_a_search_killed_after_its_first_trial_continues_and_keeps_it(tmp_path):
     assert (tmp_path / "best" / "saved_model.pb").is_file()
 
     # Another search space in the same folder is refused, naming what differs.
-    clash = subprocess.run(_command(tmp_path, "--objective", "val_mean_loss", trials=3), cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
-    assert clash.returncode == 1 and "another search space" in clash.stderr and "objective" in clash.stderr
+    from training.cli import main
+
+    command = _command(tmp_path, "--objective", "val_mean_loss", trials=3)
+    assert main(command[command.index("tune"):]) == 1
+    err = capsys.readouterr().err
+    assert "another search space" in err and "objective" in err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -75,11 +78,12 @@ def test_a_search_killed_after_its_first_trial_continues_and_keeps_it(tmp_path):
     (["tune", "hard_sharing", "--objective", "val_mean_acuracy"], "Did you mean 'val_mean_accuracy'"),
     (["tune", "hard_sharing", "--tuner", "grid"], "tuner='grid'"),
 ])
-def test_bad_names_are_refused_before_any_trial(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "training.cli", *args, "--directory", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and not any(tmp_path.iterdir())
+def test_bad_names_are_refused_before_any_trial(args, message, tmp_path, capsys):
+    from training.cli import main  # in this process: the console script's own `main`
+
+    assert main([*args, "--directory", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not any(tmp_path.iterdir()), err[-2000:]
 
 
 def _children(pid):
