@@ -94,7 +94,7 @@ def test_allconv_pretrains_transfers_and_resumes(monkeypatch, tmp_path):
     from training.reproduce import allconv
 
     monkeypatch.setitem(allconv.PROFILES, "quick", {"train": 300, "pretrain_train": 150, "val": 200,
-                                                    "test": 200, "stages": (1, 1)})
+                                                    "test": 200, "stages": (1, 1), "tsne_images": 200})
     only = ["single mnist", "pretrain F+N+M", "transfer F+N+M mnist", "transfer M+F mnist"]
     lines = []
     results = allconv.reproduce("quick", tmp_path, only=only, log=lines.append)

@@ -263,7 +263,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     plot_schedule(StagedInverseTimeDecay(1, rates=(1e-3, 1e-5), epochs=stages), sum(stages),
                   workdir.out / "lr_schedule.png", title=f"Learning-rate scheme ({profile} profile)")
     if "single mnist" in records and "transfer F+N+M mnist" in records:
-        plot_tsne(workdir, seed, log)
+        plot_tsne(workdir, seed, log, n=PROFILES[profile].get("tsne_images", 1000))
     report = render_report(results, records)
     atomic_write_bytes(workdir.out / "report.md", report.encode())
     log(report)
@@ -403,7 +403,7 @@ def render_report(results, records):
 
 
 def plot_tsne(workdir, seed, log, n=1000):
-    """Figure 6: t-SNE of the trunk's output on MNIST test images, the single-task net
+    """Figure 6: t-SNE of the trunk's output on `n` MNIST test images, the single-task net
     against the one pre-trained on F+N+M. The figure is kept with the committed records:
     where the two nets were trained on another machine (their weights are not
     committed), the records' copy is used."""
