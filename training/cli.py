@@ -5,6 +5,8 @@ import math
 import sys
 from pathlib import Path
 
+from mtl_tf.data.paths import check_not_a_file
+
 
 # Argument types: a bad value ends in argparse's one line naming the option and the value,
 # before anything is loaded or written.
@@ -58,12 +60,6 @@ def _task_list(text):
     return names
 
 
-def _not_a_file(option, path):
-    """Refuses a folder option that names an existing file."""
-    if Path(path).exists() and not Path(path).is_dir():
-        raise ValueError(f"`{option}` names a file, not a folder. Received: {option} {str(path)!r}")
-
-
 def _data_fetch(args):
     from mtl_tf.data import sources
 
@@ -99,7 +95,7 @@ def _data_demo(args):
     from mtl_tf.data import summary
 
     out = Path(args.out)
-    _not_a_file("--out", out)
+    check_not_a_file("--out", out)
     out.mkdir(parents=True, exist_ok=True)
     print(summary.format_table(summary.split_table()))
     grid = out / "data_samples.png"
@@ -170,7 +166,7 @@ def _predict(args):
 def _tune(args):
     from tuning.search import tune
 
-    _not_a_file("--directory", args.directory)
+    check_not_a_file("--directory", args.directory)
     tune(args.family, args.tasks, args.directory, args.project, tuner=args.tuner,
          max_trials=args.max_trials, epochs=args.epochs, objective=args.objective.split(","),
          weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit,
@@ -181,7 +177,7 @@ def _tune(args):
 def _demo(args):
     from training.reproduce import allconv
 
-    _not_a_file("--saved-models", args.saved_models)
+    check_not_a_file("--saved-models", args.saved_models)
     print("Paper 000 in a few minutes: all-convolution nets on MNIST, Fashion-MNIST and "
           "letters (rendered from fonts, NotMNIST-like), single-task and pre-trained on all "
           "three then transferred; a shrunk protocol, see docs/results/allconv-quick.md "

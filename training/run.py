@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mtl_tf.data import load_numpy, pool
-from mtl_tf.data.paths import atomic_write_bytes
+from mtl_tf.data.paths import atomic_write_bytes, check_not_a_file
 from training import lock
 
 IMAGE_SETS = ("mnist", "fashion_mnist", "letters")
@@ -88,8 +88,7 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         config["sharing"] = sharing
     else:
         callbacks = []
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"`run_dir` names a file, not a folder. Received: run_dir={str(run_dir)!r}")
+    check_not_a_file("run_dir", run_dir)
     distribution = _cluster_strategy()
     chief = distribution is None or distribution.cluster_resolver.task_id == 0
     # Only the chief writes the run, so only it holds the folder.

@@ -1,9 +1,8 @@
 """The model registry: `build(name, **kwargs)`, `list_models(pattern)`, `@register`."""
 
 import fnmatch
-import inspect
 
-from mtl_tf.names import unknown_name
+from mtl_tf.names import check_arguments, unknown_name
 
 _BUILDERS = {}
 
@@ -50,10 +49,5 @@ def build(name, **kwargs):
     """
     builder = get_builder(name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    parameters = inspect.signature(builder).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        unknown = sorted(set(kwargs) - set(parameters))
-        if unknown:
-            raise ValueError(f"Model {name!r} has no argument {', '.join(map(repr, unknown))}. "
-                             f"Its arguments: {sorted(parameters)}")
+    check_arguments("Model", name, builder, kwargs)
     return builder(**kwargs)

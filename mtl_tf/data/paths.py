@@ -24,6 +24,13 @@ def keras_cache_dir():
     return Path(home).expanduser() / "datasets"
 
 
+def check_not_a_file(argument, path):
+    """Refuses a folder argument that names an existing file, before anything is written."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"`{argument}` names a file, not a folder. Received: "
+                         f"{argument}={str(path)!r}")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it onto `path` only if the

@@ -17,11 +17,9 @@ The trainer calls `on_epoch_begin(epoch)` and `on_epoch_end(epoch)` at epoch bou
 and `observe(losses)` every step; it never asks a strategy's name.
 """
 
-import inspect
-
 import tensorflow as tf
 
-from mtl_tf.names import unknown_name
+from mtl_tf.names import check_arguments, unknown_name
 
 _REGISTRY = {}
 
@@ -75,13 +73,8 @@ def get(identifier, **kwargs):
     if isinstance(identifier, dict) and "class_name" in identifier:
         return get(identifier["class_name"], **{**identifier.get("config", {}), **kwargs})
     if isinstance(identifier, str) and identifier in _REGISTRY:
-        cls = _REGISTRY[identifier]
-        parameters = inspect.signature(cls).parameters
-        unknown = sorted(set(kwargs) - set(parameters))
-        if unknown and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-            raise ValueError(f"Weighting strategy {identifier!r} has no argument "
-                             f"{', '.join(map(repr, unknown))}. Its arguments: {sorted(parameters)}")
-        return cls(**kwargs)
+        check_arguments("Weighting strategy", identifier, _REGISTRY[identifier], kwargs)
+        return _REGISTRY[identifier](**kwargs)
     raise unknown_name("weighting strategy", "weighting", identifier, _REGISTRY)
 
 

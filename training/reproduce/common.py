@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_tf.data.paths import atomic_write_bytes
+from mtl_tf.data.paths import atomic_write_bytes, check_not_a_file
 
 
 def device():
@@ -116,8 +116,7 @@ class Workdir:
         for folder, option in ((self.out, "--out"), (self.records, "--records")):
             if folder is None:
                 continue
-            if folder.exists() and not folder.is_dir():
-                raise ValueError(f"`{option}` names a file, not a folder. Received: {str(folder)!r}")
+            check_not_a_file(option, folder)
             if folder.is_dir() and not (folder / "manifest.json").exists() and any(folder.iterdir()):
                 raise ValueError(f"`{option}` {str(folder)!r} holds other files (no manifest.json of "
                                  f"a reproduction): name a new or empty folder, or one to resume.")
