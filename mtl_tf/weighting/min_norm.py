@@ -35,13 +35,19 @@ def _affine_min_norm(gram, active):
     return solution[:t, 0] * mask
 
 
-def min_norm_weights(gram, max_iterations=None):
+def min_norm_weights(gram, max_iterations=None, allowed=None, scale=None):
     """Weights w on the simplex minimising w^T gram w, exact to float64 rounding.
 
     Args:
-        gram: T x T Gram matrix of the task gradients (any float dtype).
+        gram: T x T Gram matrix of the task gradients (any float dtype). Only its values
+            on the simplex matter, so `gram + k 1 1^T` gives the same weights: CAGrad
+            passes a shifted Gram matrix without its large constant part.
         max_iterations: int or None. A cap on the major iterations (default 20 T; Wolfe's
             algorithm ends far sooner, typically in at most T).
+        allowed: optional T booleans: the hull of these tasks only (others weigh 0; at
+            least one must be allowed).
+        scale: optional size of `gram`'s entries for the stopping test (default its
+            largest diagonal entry).
 
     Returns:
         The T weights, in `gram`'s dtype.
@@ -51,14 +57,20 @@ def min_norm_weights(gram, max_iterations=None):
     g = (g + tf.transpose(g)) / 2
     t = g.shape[0] if g.shape[0] is not None else tf.shape(g)[0]
     cap = max_iterations or 20 * t
-    scale = tf.maximum(tf.reduce_max(tf.linalg.diag_part(g)), 1e-300)
-    eps = TOLERANCE * scale
-    start = tf.argmin(tf.linalg.diag_part(g))
-    w0 = tf.one_hot(start, t, dtype=tf.float64)
+    diag = tf.linalg.diag_part(g)
+    if scale is None:
+        scale = tf.reduce_max(diag)
+    eps = TOLERANCE * tf.maximum(tf.cast(scale, tf.float64), 1e-300)
+    if allowed is None:
+        allowed = tf.ones([t], tf.bool)
+    inf = tf.constant(float("inf"), tf.float64)
+    w0 = tf.one_hot(tf.argmin(tf.where(allowed, diag, inf)), t, dtype=tf.float64)
+
+    def candidates(w):
+        return tf.where(allowed, tf.linalg.matvec(g, w), inf)
 
     def not_optimal(w):
-        gw = tf.linalg.matvec(g, w)
-        return tf.tensordot(w, gw, 1) - tf.reduce_min(gw) > eps
+        return tf.tensordot(w, tf.linalg.matvec(g, w), 1) - tf.reduce_min(candidates(w)) > eps
 
     def minor(w, active):
         """Moves w to the affine minimum of `active`, or as far as the simplex allows,
@@ -91,7 +103,7 @@ def min_norm_weights(gram, max_iterations=None):
         return tf.logical_and(i < cap, not_optimal(w))
 
     def major_body(i, w, active):
-        j = tf.argmin(tf.linalg.matvec(g, w))
+        j = tf.argmin(candidates(w))
         active = tf.logical_or(active, tf.range(t) == tf.cast(j, tf.int32))
         w, active = minor(w, active)
         return i + 1, w / tf.reduce_sum(w), active

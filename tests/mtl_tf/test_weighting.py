@@ -140,7 +140,7 @@ def test_unknown_weighting_suggests_a_close_name():
     ("gradnorm", {"alpha": -0.5}, r"`alpha` must be a number >= 0. Received: alpha=-0.5"),
     ("gradnorm", {"learning_rate": 0}, r"learning_rate=0"),
     ("cagrad", {"c": -0.1}, r"c=-0.1"),
-    ("cagrad", {"iterations": 0}, r"iterations=0"),
+    ("cagrad", {"c": float("nan")}, r"c=nan"),
     ("mgda", {"normalize": "yes"}, r"normalize='yes'"),
     ("pcgrad", {"seed": -1}, r"seed=-1"),
     ("pcgrad", {"mode": "weights"}, r"mode='weights'"),

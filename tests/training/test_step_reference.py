@@ -79,7 +79,7 @@ def _cagrad(g, c=0.5):
     return 2 * d / (1 + c**2)
 
 
-STRATEGIES = {"pcgrad": ({}, _pcgrad), "mgda": ({}, _mgda), "cagrad": ({"iterations": 2000}, _cagrad)}
+STRATEGIES = {"pcgrad": ({}, _pcgrad), "mgda": ({}, _mgda), "cagrad": ({}, _cagrad)}
 
 
 @pytest.mark.parametrize("mode", ["representation", "parameters"])
