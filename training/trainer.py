@@ -124,7 +124,8 @@ class Trainer:
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
-            if self.update == "alternating" and self.weighting.grad_mode is not None:
+            if self.update == "alternating" and (self.weighting.grad_mode is not None
+                                                 or self.weighting.needs_losses_after_step):
                 raise ValueError(f"The alternating update takes a loss-level weighting (a schedule, "
                                  f"fixed, uncertainty...). Received: weighting={self.weighting.name!r}")
             self.optimizer = keras.optimizers.get(optimizer)
@@ -313,7 +314,6 @@ class Trainer:
             regularization = tf.add_n(self.model.losses) / replicas if self.model.losses else 0.0
             if mode is None:
                 total = self.weighting.total_loss(losses) + regularization
-        self.weighting.observe(losses)
         captured = None
         if mode is None:
             model_variables = self.model.trainable_variables
@@ -363,7 +363,19 @@ class Trainer:
                 extra = tape.gradient(regularization, variables)
                 grads = [g if e is None else g + e for g, e in zip(grads, extra)]
             del tape
+        if mode is not None and self.weighting.trainable:
+            # A gradient-level strategy's own variables (IMTL's loss scales) follow its
+            # total_loss, which the losses enter as constants; every replica's is global.
+            with tf.GradientTape() as own_tape:
+                own = self.weighting.total_loss(tf.stop_gradient(losses))
+            own_grads = own_tape.gradient(own, self.weighting.trainable)
+            variables = list(variables) + self.weighting.trainable
+            grads = list(grads) + [g / replicas for g in own_grads]
+        # After the weights are read: a strategy's observe() prepares the next step's.
+        self.weighting.observe(losses)
         self.optimizer.apply_gradients(zip(grads, variables))
+        if self.weighting.needs_losses_after_step:
+            self.weighting.after_step(losses, self._losses(y, self.model(x, training=True))[0])
         stats = self._stats(y, outputs, sums, counts)
         stats["weights"] = tf.cast(weights, tf.float32) / replicas
         if captured is not None:
@@ -424,8 +436,8 @@ class Trainer:
             group_stats["losses"] = losses
             stats = {k: v * mask if stats is None else stats[k] + v * mask for k, v in group_stats.items()}
         losses = stats.pop("losses")  # each task's from its own group's pass
-        self.weighting.observe(losses)
         stats["weights"] = tf.cast(self.weighting.loss_weights(losses), tf.float32) / replicas
+        self.weighting.observe(losses)
         return stats
 
     # Under several replicas the combination is the one-device one (a two-worker run

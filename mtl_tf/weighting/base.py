@@ -84,6 +84,9 @@ class Weighting(tf.Module):
     name = None
     grad_mode = None
     weights_heads = True
+    # The trainer computes the batch's losses again after the optimizer's step and
+    # passes both to `after_step` (FAMO).
+    needs_losses_after_step = False
 
     def __init__(self):
         super().__init__(name=None)
@@ -132,6 +135,11 @@ class Weighting(tf.Module):
     def observe(self, losses):
         """Called in the training step with the batch's per-task losses."""
         del losses
+
+    def after_step(self, before, after):
+        """Called in the training step, after the optimizer's, with the batch's per-task
+        losses before and after it, if `needs_losses_after_step`."""
+        del before, after
 
     def on_epoch_begin(self, epoch):
         self.epoch.assign(epoch)

@@ -41,8 +41,8 @@ class PCGrad(GradientLevel):
         keys = tf.random.stateless_uniform([t, t], seed=tf.stack([tf.cast(self.seed, tf.int64),
                                                                   self.step]))
         order = tf.argsort(keys, axis=1)
-        eye = tf.eye(t)
-        total = tf.zeros([t])
+        eye = tf.eye(t, dtype=gram.dtype)
+        total = tf.zeros([t], gram.dtype)
         for i in range(t):
             c = eye[i]
             for k in range(t):
@@ -50,7 +50,7 @@ class PCGrad(GradientLevel):
                 dot = tf.tensordot(c, tf.gather(gram, j), 1)
                 conflict = tf.logical_and(tf.not_equal(j, i), dot < 0)
                 scale = tf.math.divide_no_nan(dot, tf.gather_nd(gram, tf.stack([j, j])[None])[0])
-                c = tf.where(conflict, c - scale * tf.one_hot(j, t), c)
+                c = tf.where(conflict, c - scale * tf.one_hot(j, t, dtype=gram.dtype), c)
             total += c
         return total, tf.ones([t])
 

@@ -33,7 +33,7 @@ def test_every_weighting_strategy_lowers_the_loss(name, frozen):
     combines) can lower the loss: an update of the wrong sign there raises it."""
     keras.utils.set_random_seed(0)
     kwargs = {"fixed": {"weights": [1.0, 2.0]}, "stairs_t1": {"t1": 1}, "lin": {"epochs": 3},
-              "lin_t1": {"t1": 2}, "exp_sigma": {"sigma": 2}}.get(name, {})
+              "lin_t1": {"t1": 2}, "exp_sigma": {"sigma": 2}, "stch": {"warmup_epochs": 0}}.get(name, {})
     x, y = two_task_batch()
     model = _model()
     if frozen:
