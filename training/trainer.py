@@ -124,6 +124,13 @@ class Trainer:
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
+            if self.weighting.gradient_state:
+                if self.parts is None:
+                    raise ValueError(f"Weighting {self.weighting.name!r} keeps state per shared weight, "
+                                     f"so it needs a model with a `trunk` and `head_<task>` parts; "
+                                     f"model {model.name!r} has none.")
+                self.weighting.build_gradient_state(
+                    sum(int(np.prod(v.shape)) for v in self.parts.shared_variables))
             if self.update == "alternating" and (self.weighting.grad_mode is not None
                                                  or self.weighting.needs_losses_after_step):
                 raise ValueError(f"The alternating update takes a loss-level weighting (a schedule, "

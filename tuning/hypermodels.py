@@ -7,12 +7,21 @@ hyper-parameter, each method's own parameters conditional on it:
 
 | weighting | its hyper-parameters |
 |---|---|
-| `equal`, `uncertainty`, `pcgrad` | none |
+| `equal`, `uncertainty`, `pcgrad`, `gls`, `rlw`, `scale_invariant`, `imtl_l`, `imtl_g`, `imtl`, `upgrad`, `dualproj`, `nash_mtl`, `config` | none |
 | `fixed` | `fixed_weight_<task>` per task, 0.1 to 10, log scale |
 | `dwa` | `dwa_temperature`, 0.5 to 10, log |
 | `gradnorm` | `gradnorm_alpha`, 0 to 3 |
 | `mgda` | `mgda_normalize` |
 | `cagrad` | `cagrad_c`, 0.1 to 0.9 |
+| `stch` | `stch_mu`, 0.01 to 1, log; `stch_warmup_epochs`, 0 to 10 (at most the run's epochs - 2) |
+| `famo` | `famo_learning_rate`, 0.001 to 0.1, log; `famo_gamma`, 1e-4 to 0.1, log |
+| `aligned_mtl` | `aligned_mtl_scale`: min, median, rmse |
+| `fairgrad` | `fairgrad_alpha`, 0.25 to 4, log |
+| `gradvac` | `gradvac_beta`, 0.01 to 0.9, log |
+| `db_mtl` | `db_mtl_beta`, 0.5 to 0.99 |
+| `moco` | `moco_beta`, `moco_gamma`, 0.01 to 1, log |
+| `excess_mtl` | `excess_mtl_step`, 0.001 to 1, log |
+| `graddrop` | `graddrop_leak`, 0 to 1 |
 | `stairs_t1`, `lin_t1` | `schedule_t1`, 1 to the run's epochs |
 | `exp_sigma` | `schedule_sigma`, 1 to 100, log |
 | `lin` | none (its length is the run's epochs) |
@@ -37,10 +46,35 @@ from mtl_tf import weighting as weighting_lib
 from mtl_tf.names import unknown_name
 from mtl_tf.tasks import as_tasks
 
-WEIGHTINGS = ("equal", "fixed", "uncertainty", "dwa", "gradnorm", "pcgrad", "mgda", "cagrad",
-              "stairs_t1", "lin", "lin_t1", "exp_sigma")
-# What a search tries unless told otherwise: the methods that need no main task.
-DEFAULT_WEIGHTINGS = ("equal", "uncertainty", "dwa", "gradnorm", "pcgrad", "mgda", "cagrad")
+# The schedules weigh main tasks against the others; the rest need no main task.
+SCHEDULES = ("stairs_t1", "lin", "lin_t1", "exp_sigma")
+DEFAULT_WEIGHTINGS = tuple(name for name in weighting_lib.available()
+                           if name not in SCHEDULES + ("fixed",))
+WEIGHTINGS = DEFAULT_WEIGHTINGS + ("fixed",) + SCHEDULES
+# Each method's own hyper-parameters: (name, the strategy's argument, declaration).
+PARAMETERS = {
+    "dwa": [("dwa_temperature", "temperature",
+             lambda hp, n: hp.Float(n, 0.5, 10.0, sampling="log", default=2.0))],
+    "gradnorm": [("gradnorm_alpha", "alpha", lambda hp, n: hp.Float(n, 0.0, 3.0, default=1.5))],
+    "mgda": [("mgda_normalize", "normalize", lambda hp, n: hp.Boolean(n, default=False))],
+    "cagrad": [("cagrad_c", "c", lambda hp, n: hp.Float(n, 0.1, 0.9, default=0.5))],
+    "stch": [("stch_mu", "mu", lambda hp, n: hp.Float(n, 0.01, 1.0, sampling="log", default=1.0)),
+             ("stch_warmup_epochs", "warmup_epochs", lambda hp, n: hp.Int(n, 0, 10, default=4))],
+    "famo": [("famo_learning_rate", "learning_rate",
+              lambda hp, n: hp.Float(n, 1e-3, 0.1, sampling="log", default=0.025)),
+             ("famo_gamma", "gamma", lambda hp, n: hp.Float(n, 1e-4, 0.1, sampling="log", default=0.01))],
+    "aligned_mtl": [("aligned_mtl_scale", "scale",
+                     lambda hp, n: hp.Choice(n, ["min", "median", "rmse"], default="min"))],
+    "fairgrad": [("fairgrad_alpha", "alpha", lambda hp, n: hp.Float(n, 0.25, 4.0, sampling="log", default=1.0))],
+    "gradvac": [("gradvac_beta", "beta", lambda hp, n: hp.Float(n, 0.01, 0.9, sampling="log", default=0.5))],
+    "db_mtl": [("db_mtl_beta", "beta", lambda hp, n: hp.Float(n, 0.5, 0.99, default=0.9))],
+    "moco": [("moco_beta", "beta", lambda hp, n: hp.Float(n, 0.01, 1.0, sampling="log", default=0.1)),
+             ("moco_gamma", "gamma", lambda hp, n: hp.Float(n, 0.01, 1.0, sampling="log", default=0.1))],
+    "excess_mtl": [("excess_mtl_step", "robust_step_size",
+                    lambda hp, n: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.01))],
+    "graddrop": [("graddrop_leak", "leak", lambda hp, n: hp.Float(n, 0.0, 1.0, default=0.0))],
+    "exp_sigma": [("schedule_sigma", "sigma", lambda hp, n: hp.Float(n, 1.0, 100.0, sampling="log", default=40.0))],
+}
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
@@ -103,15 +137,12 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
 
         when("fixed", lambda: [hp.Float(f"fixed_weight_{t.name}", 0.1, 10.0, sampling="log", default=1.0)
                                for t in self.tasks])
-        when("dwa", lambda: hp.Float("dwa_temperature", 0.5, 10.0, sampling="log", default=2.0))
-        when("gradnorm", lambda: hp.Float("gradnorm_alpha", 0.0, 3.0, default=1.5))
-        when("mgda", lambda: hp.Boolean("mgda_normalize", default=False))
-        when("cagrad", lambda: hp.Float("cagrad_c", 0.1, 0.9, default=0.5))
+        for method, parameters in PARAMETERS.items():
+            when(method, lambda parameters=parameters: [declare(hp, name) for name, _, declare in parameters])
         with_t1 = [m for m in ("stairs_t1", "lin_t1") if m in self.weightings]
         if with_t1:  # one parameter under one condition: keras-tuner keeps a name once
             with hp.conditional_scope("weighting", with_t1):
                 hp.Int("schedule_t1", 1, 100, default=10)
-        when("exp_sigma", lambda: hp.Float("schedule_sigma", 1.0, 100.0, sampling="log", default=40.0))
         when("aux", lambda: hp.Float("aux_loss_weight", 0.0, 1.0, default=0.5))
 
     def weighting(self, hp, epochs):
@@ -124,14 +155,15 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
             from zoo.siamese import aux_weighting
 
             return aux_weighting(values["aux_loss_weight"])
-        kwargs = {"dwa": {"temperature": values.get("dwa_temperature")},
-                  "gradnorm": {"alpha": values.get("gradnorm_alpha")},
-                  "mgda": {"normalize": values.get("mgda_normalize")},
-                  "cagrad": {"c": values.get("cagrad_c")},
-                  "stairs_t1": {"t1": min(values.get("schedule_t1", 1), epochs), "main": self.main},
-                  "lin_t1": {"t1": min(values.get("schedule_t1", 1), epochs), "main": self.main},
-                  "exp_sigma": {"sigma": values.get("schedule_sigma"), "main": self.main},
-                  "lin": {"epochs": epochs, "main": self.main}}.get(method, {})
+        kwargs = {argument: values.get(name) for name, argument, _ in PARAMETERS.get(method, [])}
+        if method in SCHEDULES:
+            kwargs["main"] = self.main
+        if method in ("stairs_t1", "lin_t1"):
+            kwargs["t1"] = min(values.get("schedule_t1", 1), epochs)
+        if method == "lin":
+            kwargs["epochs"] = epochs
+        if method == "stch":  # a warm-up the run outlasts, so that STCH itself runs
+            kwargs["warmup_epochs"] = max(0, min(kwargs["warmup_epochs"], epochs - 2))
         return weighting_lib.get(method, **kwargs)
 
     def optimizer(self, hp):

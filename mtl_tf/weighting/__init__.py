@@ -30,24 +30,36 @@ one T x T all-reduce makes exact under several replicas, at the shared represent
 | fairgrad | Gram | Ban and Ji 2024 | per-task gradients | - |
 | config | Gram | Liu et al. 2025 | per-task gradients | - |
 | gradvac | Gram | Wang et al. 2021 | per-task gradients | targets, step |
+| db_mtl | per-task gradients | Lin et al. 2023 | T x P moving averages | averages, step |
+| moco | per-task gradients | Fernando et al. 2023 | T x P tracked gradients | tracked, weights |
+| excess_mtl | per-task gradients | He et al. 2024 | T x P squared sums | sums, weights |
+| graddrop | per-task gradients | Chen et al. 2020 | sign masks | step (the draw) |
+
+*Per-task gradients* strategies need the T x P gradients of the shared weights
+themselves (`mode="parameters"` only).
 
 Every strategy is exact under several replicas: loss strategies see the global batch's
-losses, Gram strategies the global Gram matrix.
+losses, Gram strategies the global Gram matrix, per-task gradients strategies the
+all-reduced gradients.
 """
 
 from mtl_tf.weighting import (  # noqa: F401 - each module registers its strategies
     aligned_mtl,
     cagrad,
     conflict_free,
+    db_mtl,
     dwa,
+    excess_mtl,
     fairgrad,
     famo,
     fixed,
     gls,
+    graddrop,
     gradnorm,
     gradvac,
     imtl,
     mgda,
+    moco,
     nash_mtl,
     pcgrad,
     rlw,

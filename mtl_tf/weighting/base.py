@@ -87,6 +87,8 @@ class Weighting(tf.Module):
     # The trainer computes the batch's losses again after the optimizer's step and
     # passes both to `after_step` (FAMO).
     needs_losses_after_step = False
+    # State per task and per shared weight: the trainer calls `build_gradient_state(P)`.
+    gradient_state = False
 
     def __init__(self):
         super().__init__(name=None)

@@ -4,6 +4,9 @@ or, with `multiworker`, this process as one worker of the `TF_CONFIG` cluster un
 MultiWorkerMirroredStrategy.
 
     python -m tests.training.mirrored_step_script OUT.npz WEIGHTING_JSON [multiworker]
+
+WEIGHTING_JSON may be a list: one step of each, from the same initial weights, saved
+under the prefixes `0_`, `1_`...
 """
 
 import json
@@ -25,17 +28,23 @@ def main(out, weighting, layout="mirrored"):
     from tests.training.test_step_reference import N, _data, _model
     from training import Trainer
 
-    with strategy.scope():
-        model = _model()
-        trainer = Trainer(model, weighting=json.loads(weighting), optimizer=keras.optimizers.SGD(1.0),
-                          distribution=strategy)
-    initial = [v.numpy() for v in model.trainable_variables]
-    x, y = _data()
-    # One global batch, in order: the first replica reads the first half.
-    trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(N), epochs=1, verbose=0)
-    np.savez(out, **{f"initial{i}": w for i, w in enumerate(initial)},
-             **{f"final{i}": v.numpy() for i, v in enumerate(model.trainable_variables)})
+    def step(spec):
+        with strategy.scope():
+            model = _model()
+            trainer = Trainer(model, weighting=spec, optimizer=keras.optimizers.SGD(1.0),
+                              distribution=strategy)
+        initial = [v.numpy() for v in model.trainable_variables]
+        x, y = _data()
+        # One global batch, in order: the first replica reads the first half.
+        trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(N), epochs=1, verbose=0)
+        return {**{f"initial{i}": w for i, w in enumerate(initial)},
+                **{f"final{i}": v.numpy() for i, v in enumerate(model.trainable_variables)}}
 
+    spec = json.loads(weighting)
+    if isinstance(spec, list):
+        np.savez(out, **{f"{j}_{k}": v for j, s in enumerate(spec) for k, v in step(s).items()})
+    else:
+        np.savez(out, **step(spec))
 
 if __name__ == "__main__":
     main(*sys.argv[1:])

@@ -216,6 +216,37 @@ def test_a_gradient_level_step_under_mirrored_strategy_equals_one_device(tmp_pat
         assert max(np.abs(a - b).max() for a, b in zip(local, mirrored)) > 1e-4
 
 
+ZOO = ["imtl_g", "imtl", "aligned_mtl", "upgrad", "dualproj", "nash_mtl", "fairgrad", "config",
+       "gradvac", "cagrad", "mgda", "famo", "rlw", "gls", "stch", "db_mtl", "moco", "excess_mtl",
+       "graddrop"]
+
+
+def test_every_zoo_strategy_steps_under_mirrored_strategy_as_on_one_device(tmp_path):
+    """The zoo's strategies, each one step with two replicas of half the batch each (one
+    process for all): the update equals the one-device update. Gram strategies see the
+    all-reduced Gram matrix, loss strategies the global losses (FAMO also the global
+    losses after the step, RLW the same draw on both replicas)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "mirrored.npz"
+    result = subprocess.run([sys.executable, "-m", "tests.training.mirrored_step_script", str(out),
+                             json.dumps(ZOO)], cwd=Path(__file__).resolve().parents[2],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = np.load(out)
+    x, y = _data()
+    for j, name in enumerate(ZOO):
+        model = _model()
+        one_device, trainer = _trainer_update(model, name, x, y)
+        for k, (v, want) in enumerate(zip(model.trainable_variables, one_device)):
+            got = saved[f"{j}_initial{k}"] - saved[f"{j}_final{k}"]
+            np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6, err_msg=f"{name}: {v.path}")
+        assert any(np.abs(u).max() > 1e-3 for u in one_device), name  # it moved
+
+
 def test_a_gradient_level_step_on_two_workers_equals_one_device(tmp_path):
     """Two processes of one MultiWorkerMirroredStrategy cluster on loopback, each with half
     the batch: their PCGrad step equals the one-device step to rounding, because the Gram

@@ -77,7 +77,10 @@ def _run_script(run_dir, epochs, out, layout="single", **popen):
 
 
 STATEFUL = {"uncertainty": "uncertainty", "dwa": "dwa", "gradnorm": "gradnorm",
-            "exp_sigma": '{"class_name": "exp_sigma", "config": {"sigma": 2}}'}
+            "exp_sigma": '{"class_name": "exp_sigma", "config": {"sigma": 2}}',
+            "rlw": "rlw", "famo": "famo", "gradvac": "gradvac", "imtl": "imtl", "db_mtl": "db_mtl",
+            "moco": "moco", "excess_mtl": "excess_mtl", "graddrop": "graddrop",
+            "stch": '{"class_name": "stch", "config": {"warmup_epochs": 1}}'}
 
 
 class _Crash(keras.callbacks.Callback):

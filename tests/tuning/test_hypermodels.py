@@ -108,6 +108,37 @@ def test_the_weighting_hyperparameter_is_the_strategy_the_trainer_uses(method, k
         np.testing.assert_allclose(history.history["weight_mnist"], [2.0])
 
 
+def test_every_weighting_method_is_searched_with_its_own_parameters():
+    """Each method of the zoo is a value of `weighting`; its parameters are declared under
+    it and reach the strategy (checked on values away from the defaults)."""
+    from tuning.hypermodels import PARAMETERS, WEIGHTINGS
+
+    assert set(WEIGHTINGS) == set(weighting.available())
+    hypermodel = tuning.hypermodel("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
+                                   input_shape=(8,), weightings=list(WEIGHTINGS))
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    space = {h.name: h for h in hp.space}
+    assert sorted(space["weighting"].values) == sorted(WEIGHTINGS)
+    for method, parameters in PARAMETERS.items():
+        hp.values["weighting"] = method
+        for name, argument, _ in parameters:
+            declared = space[name]
+            assert list(declared.conditions[0].values) == [method], name
+            if isinstance(declared, keras_tuner.engine.hyperparameters.Choice):
+                hp.values[name] = declared.values[-1]
+            elif isinstance(declared, keras_tuner.engine.hyperparameters.Boolean):
+                hp.values[name] = not declared.default
+            else:
+                hp.values[name] = 3 if name == "stch_warmup_epochs" else declared.max_value
+        config = hypermodel.weighting(hp, epochs=10).get_config()
+        for name, argument, _ in parameters:
+            assert config[argument] == hp.values[name], (method, name)
+    # STCH's warm-up is cut so that STCH starts before the run ends.
+    hp.values.update({"weighting": "stch", "stch_warmup_epochs": 8})
+    assert hypermodel.weighting(hp, epochs=5).get_config()["warmup_epochs"] == 3
+
+
 def test_siamese_searches_paper_003s_auxiliary_weighting():
     hypermodel = tuning.hypermodel("siamese", weightings=["aux"])
     hp = keras_tuner.HyperParameters()
