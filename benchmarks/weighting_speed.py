@@ -93,10 +93,16 @@ def main(argv=None):
         names = args.names.split(",")
         kept = json.loads((out / "weighting.json").read_text())["rows"]
         rows = [r for r in kept if r["strategy"] not in names]
+    noise = {}
     for t in (2, 10):
         x, y, tasks = _data(t, args.steps * args.batch)
-        base = step_time("equal", None, t, x, y, tasks, args)
-        for name in names:
+        # The baseline is the median of three equal-weighting runs (first, middle, last):
+        # one run alone can be 20% off, which every ratio would inherit.
+        baselines = [step_time("equal", None, t, x, y, tasks, args)]
+        measured = []
+        for index, name in enumerate(names):
+            if index == len(names) // 2:
+                baselines.append(step_time("equal", None, t, x, y, tasks, args))
             strategy = weighting.get(name, **ARGUMENTS.get(name, lambda t: {})(t))
             if strategy.grad_mode is None or name == "gradnorm":
                 modes = [None]
@@ -105,18 +111,25 @@ def main(argv=None):
             else:
                 modes = ["representation", "parameters"]
             for mode in modes:
-                seconds = step_time(name, mode, t, x, y, tasks, args)
-                rows.append({"strategy": name, "tasks": t, "mode": mode or "loss",
-                             "step_ms": round(1000 * seconds, 2), "ratio": round(seconds / base, 2)})
-                print(f"T={t:2d} {name:16s} {mode or 'loss':15s} {1000 * seconds:8.1f} ms "
-                      f"{seconds / base:5.2f}x", flush=True)
+                measured.append((name, mode, step_time(name, mode, t, x, y, tasks, args)))
+                print(f"T={t:2d} {name:16s} {mode or 'loss':15s} {1000 * measured[-1][2]:8.1f} ms", flush=True)
+        baselines.append(step_time("equal", None, t, x, y, tasks, args))
+        base = float(np.median(baselines))
+        noise[t] = [round(1000 * b, 2) for b in baselines]
+        for name, mode, seconds in measured:
+            rows.append({"strategy": name, "tasks": t, "mode": mode or "loss",
+                         "step_ms": round(1000 * seconds, 2), "ratio": round(seconds / base, 2)})
     out.mkdir(parents=True, exist_ok=True)
     (out / "weighting.json").write_text(json.dumps(
-        {"batch": args.batch, "steps": args.steps, "net": "hard_sharing (conv)", "rows": rows}, indent=1))
+        {"batch": args.batch, "steps": args.steps, "net": "hard_sharing (conv)",
+         "equal_baseline_runs_ms": noise, "rows": rows}, indent=1))
     lines = ["# Weighting strategies: step time relative to equal weighting",
              "", f"`python -m benchmarks.weighting_speed` (hard_sharing conv net, MNIST, batch "
              f"{args.batch}; the median step of {args.epochs - 1} epochs of {args.steps} steps after the "
-             "tracing epoch).", "",
+             "tracing epoch). Ratios are to the median of three equal-weighting runs of the same "
+             "process (first, middle, last): "
+             + "; ".join(f"T = {t}: {', '.join(map(str, v))} ms" for t, v in noise.items())
+             + ", the measurement's noise.", "",
              "| strategy | mode | T = 2 ms | T = 2 ratio | T = 10 ms | T = 10 ratio |", "|---|---|---|---|---|---|"]
     keys = dict.fromkeys((r["strategy"], r["mode"]) for r in rows)
     for strategy, mode in keys:

@@ -124,11 +124,12 @@ class Trainer:
         self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
-            if self.weighting.gradient_state:
+            if self.weighting.gradient_state or self.weighting.batch_splits > 1:
                 if self.parts is None:
-                    raise ValueError(f"Weighting {self.weighting.name!r} keeps state per shared weight, "
-                                     f"so it needs a model with a `trunk` and `head_<task>` parts; "
-                                     f"model {model.name!r} has none.")
+                    raise ValueError(f"Weighting {self.weighting.name!r} needs a model with `trunk` and "
+                                     f"`head_<task>` parts (it keeps state per shared weight or splits "
+                                     f"the batch); model {model.name!r} has none.")
+            if self.weighting.gradient_state:
                 self.weighting.build_gradient_state(
                     sum(int(np.prod(v.shape)) for v in self.parts.shared_variables))
             if self.update == "alternating" and (self.weighting.grad_mode is not None
@@ -357,6 +358,9 @@ class Trainer:
                 combined, weights = self._combine_examples(
                     tf.reshape(rep_grads, [len(self.tasks), -1]), losses)
                 shared_grads = tape.gradient(z, shared, output_gradients=tf.reshape(combined, tf.shape(z)))
+            elif self.weighting.batch_splits > 1:
+                combined, weights = self._combine_splits(tape, z, shared, rep_grads, y, losses)
+                shared_grads = unflatten(combined, shared)
             else:
                 per_task = shared_gradients(tape, z, shared, rep_grads)
                 combined, weights = self._combine_parameters(
@@ -467,6 +471,38 @@ class Trainer:
         if replicas > 1:
             grads = tf.distribute.get_replica_context().all_reduce("SUM", grads)
         combined, weights = self.weighting.combine(grads, losses)
+        return combined / replicas, weights
+
+    def _combine_splits(self, tape, z, shared, rep_grads, y, losses):
+        """Per-task gradients of the shared weights on k disjoint parts of the batch, for
+        strategies that need independent samples (MoDo, SDMGrad). Example i of the global
+        batch is in part i mod k, so the parts are the same whatever the replicas (each
+        replica's shard is a contiguous block of equal size). A part's loss is the mean
+        over its labelled examples: its gradient at the representation is the whole
+        batch's, restricted to the part and rescaled by count / part count."""
+        k = self.weighting.batch_splits
+        context = tf.distribute.get_replica_context()
+        replicas = self.distribution.num_replicas_in_sync
+        local = tf.shape(z)[0]
+        position = tf.range(local)
+        if replicas > 1:
+            position += context.replica_id_in_sync_group * local
+        part = tf.one_hot(position % k, k)  # B x k
+        labelled = tf.stack([t.label_mask(y[t.name]) for t in self.tasks])  # T x B
+        counts = tf.einsum("tb,bk->tk", labelled, part)
+        totals = tf.reduce_sum(labelled, axis=1)
+        if replicas > 1:
+            counts, totals = context.all_reduce("SUM", counts), context.all_reduce("SUM", totals)
+        parts = []
+        for j in range(k):
+            scale = tf.math.divide_no_nan(totals, counts[:, j])  # T
+            mask = tf.reshape(part[:, j], [-1] + [1] * (len(rep_grads.shape) - 2))
+            masked = rep_grads * mask[None] * tf.reshape(scale, [-1] + [1] * (len(rep_grads.shape) - 1))
+            grads = tf.stack([flatten(g) for g in shared_gradients(tape, z, shared, masked)])
+            if replicas > 1:
+                grads = context.all_reduce("SUM", grads)
+            parts.append(grads)
+        combined, weights = self.weighting.combine_parts(parts, losses)
         return combined / replicas, weights
 
     def _parameter_level(self, tape, task_losses, losses):

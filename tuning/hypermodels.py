@@ -22,6 +22,8 @@ hyper-parameter, each method's own parameters conditional on it:
 | `moco` | `moco_beta`, `moco_gamma`, 0.01 to 1, log |
 | `excess_mtl` | `excess_mtl_step`, 0.001 to 1, log |
 | `graddrop` | `graddrop_leak`, 0 to 1 |
+| `modo` | `modo_gamma`, 0.001 to 1, log |
+| `sdmgrad` | `sdmgrad_lamda`, 0 to 1 |
 | `stairs_t1`, `lin_t1` | `schedule_t1`, 1 to the run's epochs |
 | `exp_sigma` | `schedule_sigma`, 1 to 100, log |
 | `lin` | none (its length is the run's epochs) |
@@ -73,9 +75,16 @@ PARAMETERS = {
     "excess_mtl": [("excess_mtl_step", "robust_step_size",
                     lambda hp, n: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.01))],
     "graddrop": [("graddrop_leak", "leak", lambda hp, n: hp.Float(n, 0.0, 1.0, default=0.0))],
+    "modo": [("modo_gamma", "gamma", lambda hp, n: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.1))],
+    "sdmgrad": [("sdmgrad_lamda", "lamda", lambda hp, n: hp.Float(n, 0.0, 1.0, default=0.3))],
     "exp_sigma": [("schedule_sigma", "sigma", lambda hp, n: hp.Float(n, 1.0, 100.0, sampling="log", default=40.0))],
 }
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+def _needs_parts(method):
+    kind = weighting_lib.strategy_class(method)
+    return kind.gradient_state or kind.batch_splits > 1
 
 
 class MultiTaskHyperModel(keras_tuner.HyperModel):
@@ -93,15 +102,19 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
 
     family = None
     extra_weightings = ()
+    # Whether the family's models have `trunk` and `head_<task>` parts, which the
+    # strategies with per-weight state or a split batch need.
+    has_parts = True
 
     def __init__(self, tasks, input_shape, weightings=None, main=(0,), batch_size=128, seed=0,
                  name=None):
         super().__init__(name=name or self.family)
         self.tasks = as_tasks(tasks)
         self.input_shape = tuple(input_shape)
-        known = WEIGHTINGS + tuple(self.extra_weightings)
+        known = tuple(m for m in WEIGHTINGS if self.has_parts or not _needs_parts(m)) + tuple(self.extra_weightings)
         if weightings is None:
-            weightings = DEFAULT_WEIGHTINGS + tuple(self.extra_weightings) if len(self.tasks) > 1 else ("equal",)
+            defaults = tuple(m for m in DEFAULT_WEIGHTINGS if m in known) + tuple(self.extra_weightings)
+            weightings = defaults if len(self.tasks) > 1 else ("equal",)
         weightings = list(dict.fromkeys(weightings))
         if not weightings:
             raise ValueError("`weightings` must name at least one weighting method.")
@@ -237,6 +250,7 @@ class SiameseHyperModel(MultiTaskHyperModel):
 
     family = "siamese"
     extra_weightings = ("aux",)
+    has_parts = False  # two pipes: gradient-level strategies combine the shared weights
 
     def __init__(self, tasks=None, input_shape=(2, 14, 14), **kwargs):
         super().__init__(tasks or {"compare": 2, "digit_a": 10, "digit_b": 10}, input_shape, **kwargs)

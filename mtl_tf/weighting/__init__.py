@@ -34,9 +34,12 @@ one T x T all-reduce makes exact under several replicas, at the shared represent
 | moco | per-task gradients | Fernando et al. 2023 | T x P tracked gradients | tracked, weights |
 | excess_mtl | per-task gradients | He et al. 2024 | T x P squared sums | sums, weights |
 | graddrop | per-task gradients | Chen et al. 2020 | sign masks | step (the draw) |
+| modo | several batches | Chen et al. 2023 | 3 T trunk backward passes | weights |
+| sdmgrad | several batches | Xiao et al. 2023 | 3 T trunk backward passes | weights |
 
 *Per-task gradients* strategies need the T x P gradients of the shared weights
-themselves (`mode="parameters"` only).
+themselves (`mode="parameters"` only); *several batches* ones those of three parts of the
+batch (`several_batches`).
 
 Every strategy is exact under several replicas: loss strategies see the global batch's
 losses, Gram strategies the global Gram matrix, per-task gradients strategies the
@@ -60,14 +63,16 @@ from mtl_tf.weighting import (  # noqa: F401 - each module registers its strateg
     imtl,
     mgda,
     moco,
+    modo,
     nash_mtl,
     pcgrad,
     rlw,
     scale_invariant,
     schedules,
+    sdmgrad,
     stch,
     uncertainty,
     upgrad,
 )
-from mtl_tf.weighting.base import Weighting, available, get, register
+from mtl_tf.weighting.base import Weighting, available, get, register, strategy_class
 from mtl_tf.weighting.gradient_level import GradientLevel

@@ -65,6 +65,11 @@ def available():
     return sorted(_REGISTRY)
 
 
+def strategy_class(name):
+    """The class registered as `name` (its kind is in its class attributes)."""
+    return _REGISTRY[name]
+
+
 def get(identifier, **kwargs):
     """A strategy from a name (`"uncertainty"`), a config dict (`{"class_name": "lin",
     "config": {...}}`) or an instance (returned as is)."""
@@ -89,6 +94,9 @@ class Weighting(tf.Module):
     needs_losses_after_step = False
     # State per task and per shared weight: the trainer calls `build_gradient_state(P)`.
     gradient_state = False
+    # Independent samples per step: the trainer splits the batch into this many parts and
+    # calls `combine_parts` with each part's per-task gradients (MoDo, SDMGrad).
+    batch_splits = 1
 
     def __init__(self):
         super().__init__(name=None)

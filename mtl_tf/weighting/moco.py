@@ -4,18 +4,7 @@ import tensorflow as tf
 
 from mtl_tf.weighting.base import check_number, register, state_variable
 from mtl_tf.weighting.per_task_gradients import PerTaskGradients
-
-
-def project_to_simplex(v):
-    """The Euclidean projection of v onto the probability simplex (sort-based)."""
-    t = v.shape[0]
-    u = tf.sort(v, direction="DESCENDING")
-    cumulative = tf.cumsum(u)
-    index = tf.range(1, t + 1, dtype=v.dtype)
-    valid = u - (cumulative - 1) / index > 0
-    rho = tf.reduce_max(tf.where(valid, tf.range(t), 0))
-    theta = (tf.gather(cumulative, rho) - 1) / tf.cast(rho + 1, v.dtype)
-    return tf.maximum(v - theta, 0.0)
+from mtl_tf.weighting.simplex import weights_step
 
 
 @register("moco")
@@ -60,7 +49,7 @@ class MoCo(PerTaskGradients):
         self.tracked.assign(tf.cast(tracked, self.tracked.dtype))
         lam = tf.cast(self.weights, grads.dtype)
         gram = tf.matmul(tracked, tracked, transpose_b=True)
-        lam = project_to_simplex(lam - self.gamma * (tf.linalg.matvec(gram, lam) + self.rho * lam))
+        lam = weights_step(lam, tf.linalg.matvec(gram, lam), self.gamma, self.rho)
         self.weights.assign(tf.cast(lam, self.weights.dtype))
         return self.num_tasks * tf.linalg.matvec(tracked, lam, transpose_a=True), lam
 

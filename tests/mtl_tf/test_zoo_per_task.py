@@ -1,4 +1,5 @@
-"""The per-task-gradient strategies of the zoo (DB-MTL, MoCo, ExcessMTL, GradDrop)
+"""The per-task-gradient strategies of the zoo (DB-MTL, MoCo, ExcessMTL, GradDrop, and
+MoDo and SDMGrad on three samples)
 against NumPy written here from their papers' (and authors' code's) equations, over
 several steps of changing gradients, with their state."""
 
@@ -96,7 +97,7 @@ def test_a_zero_gradient_gives_a_finite_step(name):
         assert np.isfinite(combined.numpy()).all() and np.isfinite(weights.numpy()).all()
 
 
-@pytest.mark.parametrize("name", ["db_mtl", "moco", "excess_mtl", "graddrop"])
+@pytest.mark.parametrize("name", ["db_mtl", "moco", "excess_mtl", "graddrop", "modo", "sdmgrad"])
 def test_the_representation_mode_is_refused_by_name(name):
     with pytest.raises(ValueError, match=r"mode='representation'"):
         weighting.get(name, mode="representation")
@@ -108,5 +109,38 @@ def test_a_model_without_trunk_and_heads_is_refused_for_per_weight_state():
 
     model = zoo.build("siamese", tasks={"compare": 2, "digit_a": 10, "digit_b": 10},
                       input_shape=(2, 14, 14), pipe="shallow")
-    with pytest.raises(ValueError, match=r"'db_mtl' keeps state per shared weight"):
+    with pytest.raises(ValueError, match=r"'db_mtl' needs a model with `trunk`"):
         Trainer(model, weighting="db_mtl")
+
+
+def _three_parts(seed):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(3, 7)) * np.array([[2.0], [1.0], [0.1]]) for _ in range(3)]
+
+
+def test_modo_steps_its_weights_on_two_samples_and_the_gradient_on_the_third():
+    strategy = weighting.get("modo", gamma=0.3, rho=0.1).build(3)
+    lam = np.full(3, 1 / 3)
+    for seed in range(3):
+        g1, g2, g3 = _three_parts(seed)
+        got, w = strategy.combine_parts([tf.constant(g) for g in (g1, g2, g3)], tf.ones(3))
+        lam = _simplex_projection(lam - 0.3 * (g1 @ g2.T @ lam + 0.1 * lam))
+        np.testing.assert_allclose(w.numpy(), lam, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(got.numpy(), 3 * lam @ g3, rtol=1e-6, atol=1e-9)
+
+
+def test_sdmgrad_runs_its_inner_projected_momentum_steps():
+    strategy = weighting.get("sdmgrad", lamda=0.3, iterations=20).build(3)
+    w = np.full(3, 1 / 3)
+    for seed in range(3):
+        zeta, xi1, xi2 = _three_parts(seed)
+        got, got_w = strategy.combine_parts([tf.constant(g) for g in (zeta, xi1, xi2)], tf.ones(3))
+        cross = xi1 @ xi2.T
+        cross = cross / (np.mean(np.sqrt(np.maximum(np.diag(cross), 0))) ** 2 + 1e-8)
+        velocity = np.zeros(3)
+        for _ in range(20):
+            velocity = 0.5 * velocity + cross @ w + 0.3 * cross.mean(axis=1)
+            w = _simplex_projection(w - 10.0 * velocity)
+        np.testing.assert_allclose(got_w.numpy(), w, rtol=1e-6, atol=1e-9)
+        want = 3 * (w @ zeta + 0.3 * zeta.mean(axis=0)) / 1.3
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-9)

@@ -79,7 +79,8 @@ def _run_script(run_dir, epochs, out, layout="single", **popen):
 STATEFUL = {"uncertainty": "uncertainty", "dwa": "dwa", "gradnorm": "gradnorm",
             "exp_sigma": '{"class_name": "exp_sigma", "config": {"sigma": 2}}',
             "rlw": "rlw", "famo": "famo", "gradvac": "gradvac", "imtl": "imtl", "db_mtl": "db_mtl",
-            "moco": "moco", "excess_mtl": "excess_mtl", "graddrop": "graddrop",
+            "moco": "moco", "excess_mtl": "excess_mtl", "graddrop": "graddrop", "modo": "modo",
+            "sdmgrad": "sdmgrad",
             "stch": '{"class_name": "stch", "config": {"warmup_epochs": 1}}'}
 
 
@@ -94,7 +95,12 @@ class _Crash(keras.callbacks.Callback):
         self.epoch = epoch
 
 
-@pytest.mark.parametrize("name", sorted(STATEFUL))
+# One of each kind of state in the default suite, the rest in test-slow.
+QUICK_RESUME = {"uncertainty", "dwa", "gradnorm", "exp_sigma", "rlw", "famo", "gradvac", "moco", "modo"}
+
+
+@pytest.mark.parametrize("name", [n if n in QUICK_RESUME else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(STATEFUL)])
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, name):
     """Every strategy with state (learned weights, loss history, a schedule mid-way): a new
     trainer on the run directory ends bit for bit where an uninterrupted run ends. In this

@@ -11,13 +11,17 @@ import tuning
 from mtl_tf import weighting
 from tests.helpers import pair_batch, two_task_batch
 
+# The searches train a few cheap methods (the default space, every strategy, is checked
+# without training by test_every_weighting_method_is_searched_with_its_own_parameters).
+TRIED = ["equal", "uncertainty", "pcgrad", "mgda"]
 CASES = {
     "hard_sharing": lambda: (tuning.hypermodel("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
-                                               input_shape=(28, 28, 1)), two_task_batch(64)),
+                                               input_shape=(28, 28, 1), weightings=TRIED), two_task_batch(64)),
     "allconv": lambda: (tuning.hypermodel("allconv", tasks={"mnist": 10, "fashion_mnist": 10},
-                                          input_shape=(28, 28, 1)), two_task_batch(64)),
-    "siamese": lambda: (tuning.hypermodel("siamese"), pair_batch(128)),
-    "selective_sharing": lambda: (tuning.hypermodel("selective_sharing", tasks=_one_vs_all(["a", "b", "c"])),
+                                          input_shape=(28, 28, 1), weightings=TRIED), two_task_batch(64)),
+    "siamese": lambda: (tuning.hypermodel("siamese", weightings=TRIED + ["aux"]), pair_batch(128)),
+    "selective_sharing": lambda: (tuning.hypermodel("selective_sharing", tasks=_one_vs_all(["a", "b", "c"]),
+                                                    weightings=TRIED),
                                   _digits_batch(96)),
     "evolving_dae": lambda: (tuning.hypermodel("evolving_dae", input_shape=(28, 28, 1)), _semi_supervised(96)),
     "coarse_fine": lambda: (tuning.hypermodel("coarse_fine", tasks={"fine": 10, "coarse": 4},
@@ -250,3 +254,11 @@ def test_coarse_fine_searches_the_fine_loss_ratio_and_the_gradient_stop():
     # Weights in task order (coarse, fine): the fine loss counts three times.
     assert history.history["weight_fine"] == [pytest.approx(3.0)]
     assert history.history["weight_coarse"] == [pytest.approx(1.0)]
+
+
+def test_a_family_without_trunk_and_heads_offers_no_strategy_that_needs_them():
+    siamese = tuning.hypermodel("siamese")
+    assert "graddrop" in siamese.weightings and not {"moco", "db_mtl", "modo"} & set(siamese.weightings)
+    with pytest.raises(ValueError, match=r"weightings='moco'"):
+        tuning.hypermodel("siamese", weightings=["moco"])
+    assert "modo" in tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,)).weightings
