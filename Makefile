@@ -50,3 +50,4 @@ bench: data $(BENCH_VENV)/.installed
 	$(if $(QUICK),,$(PY) -m benchmarks.throughput)
 	$(if $(QUICK),,$(PY) -m benchmarks.allconv_speed)
 	$(if $(QUICK),,$(PY) -m benchmarks.selective_sharing)
+	$(if $(QUICK),,$(PY) -m benchmarks.weighting_speed)
