@@ -46,6 +46,13 @@ def state_variable(initial_value, dtype=None, name=None):
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
 
+def step_seed(seed, step):
+    """The stateless seed of a strategy's draw at call `step`: (seed, step). Every replica
+    draws the same, and a resumed run (the step is checkpointed) what the uninterrupted
+    one would have."""
+    return tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
+
+
 def check_number(name, value, low=None, high=None, low_open=False, integer=False):
     """Refuses `value` unless it is a finite number (an integer if asked) within the
     bounds, naming the argument: `low < value` when `low_open`, else `low <= value`."""

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import check_number, register, state_variable
+from mtl_tf.weighting.base import check_number, register, state_variable, step_seed
 from mtl_tf.weighting.per_task_gradients import PerTaskGradients
 
 _EPSILON = 1e-7  # in P's denominator (the authors' lingvo code and LibMTL)
@@ -41,8 +41,8 @@ class GradDrop(PerTaskGradients):
     def combine(self, grads, losses):
         self.step.assign_add(1)
         purity = 0.5 * (1 + tf.reduce_sum(grads, 0) / (tf.reduce_sum(tf.abs(grads), 0) + _EPSILON))
-        u = tf.random.stateless_uniform(tf.shape(purity), seed=tf.stack(
-            [tf.constant(self.seed, tf.int64), self.step]), dtype=grads.dtype)
+        u = tf.random.stateless_uniform(tf.shape(purity), seed=step_seed(self.seed, self.step),
+                                        dtype=grads.dtype)
         keep = tf.logical_or(tf.logical_and(purity > u, grads > 0), tf.logical_and(purity < u, grads < 0))
         mask = self.leak + (1 - self.leak) * tf.cast(keep, grads.dtype)
         return tf.reduce_sum(mask * grads, axis=0), tf.ones([self.num_tasks])

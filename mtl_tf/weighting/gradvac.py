@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import check_number, register, state_variable
+from mtl_tf.weighting.base import check_number, register, state_variable, step_seed
 from mtl_tf.weighting.gradient_level import GradientLevel
 
 _EPSILON = 1e-8  # in the cosine's and the correction's denominators (LibMTL's, TorchJD's)
@@ -46,7 +46,7 @@ class GradVac(GradientLevel):
     def coefficients(self, gram, losses):
         t = self.num_tasks
         self.step.assign_add(1)
-        keys = tf.random.stateless_uniform([t, t], seed=tf.stack([tf.cast(self.seed, tf.int64), self.step]))
+        keys = tf.random.stateless_uniform([t, t], seed=step_seed(self.seed, self.step))
         order = tf.argsort(keys, axis=1)
         norms = tf.sqrt(tf.maximum(tf.linalg.diag_part(gram), 0.0))
         targets = tf.cast(self.targets, gram.dtype)

@@ -23,12 +23,9 @@ def imtl_g_weights(gram):
     return tf.cast(alpha, gram.dtype)
 
 
-@register("imtl_l")
-class IMTLL(Weighting):
-    """IMTL-L (Liu, Li, Kuang, Xue, Chen, Yang, Liao and Zhang, "Towards Impartial
-    Multi-task Learning", ICLR 2021): learns s_t (from 0) with the model's optimizer and
-    minimises sum_t e^{s_t} L_t - s_t, whose optimum e^{s_t} L_t = 1 makes every scaled
-    loss equal (the same with LibMTL and TorchJD)."""
+class _LossScales:
+    """IMTL-L's learned s_t (from 0), trained by the model's optimizer on
+    sum_t e^{s_t} L_t - s_t; shared by `imtl_l` and `imtl`."""
 
     def build(self, num_tasks):
         super().build(num_tasks)
@@ -39,14 +36,26 @@ class IMTLL(Weighting):
     def trainable(self):
         return [self.log_scale]
 
+    def scaled_losses(self, losses):
+        """e^{s_t} L_t - s_t per task."""
+        return tf.exp(self.log_scale) * tf.cast(losses, tf.float32) - self.log_scale
+
+
+@register("imtl_l")
+class IMTLL(_LossScales, Weighting):
+    """IMTL-L (Liu, Li, Kuang, Xue, Chen, Yang, Liao and Zhang, "Towards Impartial
+    Multi-task Learning", ICLR 2021): learns s_t (from 0) with the model's optimizer and
+    minimises sum_t e^{s_t} L_t - s_t, whose optimum e^{s_t} L_t = 1 makes every scaled
+    loss equal (the same with LibMTL and TorchJD)."""
+
     def loss_weights(self, losses):
         return tf.exp(self.log_scale)
 
     def total_loss(self, losses):
-        return tf.reduce_sum(tf.exp(self.log_scale) * losses - self.log_scale)
+        return tf.reduce_sum(self.scaled_losses(losses))
 
     def group_loss(self, losses, group):
-        return tf.reduce_sum(group * (tf.exp(self.log_scale) * losses - self.log_scale))
+        return tf.reduce_sum(group * self.scaled_losses(losses))
 
 
 @register("imtl_g")
@@ -66,7 +75,7 @@ class IMTLG(GradientLevel):
 
 
 @register("imtl")
-class IMTL(GradientLevel):
+class IMTL(_LossScales, GradientLevel):
     """IMTL (Liu et al., ICLR 2021), the paper's hybrid, as LibMTL's `IMTL.py` has it:
     IMTL-L's scales e^{s_t} on the losses, IMTL-G on the gradients of the scaled losses
     e^{s_t} g_t for the shared part (times T, as `imtl_g`), and each task head and each
@@ -78,19 +87,9 @@ class IMTL(GradientLevel):
 
     weights_heads = True
 
-    def build(self, num_tasks):
-        super().build(num_tasks)
-        self.log_scale = tf.Variable(tf.zeros([num_tasks]), name="log_scale")
-        return self
-
-    @property
-    def trainable(self):
-        return [self.log_scale]
-
     def total_loss(self, losses):
         """What the trainer differentiates for `trainable` (the scales)."""
-        return tf.reduce_sum(tf.exp(self.log_scale) * tf.cast(tf.stop_gradient(losses), tf.float32)
-                             - self.log_scale)
+        return tf.reduce_sum(self.scaled_losses(tf.stop_gradient(losses)))
 
     def coefficients(self, gram, losses):
         scale = tf.cast(tf.exp(tf.stop_gradient(self.log_scale)), gram.dtype)

@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from mtl_tf.weighting.base import check_number, register, state_variable
 from mtl_tf.weighting.per_task_gradients import PerTaskGradients
-from mtl_tf.weighting.simplex import weights_step
+from mtl_tf.weighting.simplex import uniform_weights, weights_step
 
 
 @register("moco")
@@ -37,7 +37,7 @@ class MoCo(PerTaskGradients):
 
     def build(self, num_tasks):
         super().build(num_tasks)
-        self.weights = state_variable(tf.fill([num_tasks], 1.0 / num_tasks), name="weights")
+        self.weights = uniform_weights(num_tasks)
         return self
 
     def build_gradient_state(self, size):

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import check_number, register, state_variable
+from mtl_tf.weighting.base import check_number, register, state_variable, step_seed
 from mtl_tf.weighting.gradient_level import GradientLevel
 
 
@@ -38,8 +38,7 @@ class PCGrad(GradientLevel):
         # g_i . g_j is read off the Gram matrix.
         t = self.num_tasks
         self.step.assign_add(1)
-        keys = tf.random.stateless_uniform([t, t], seed=tf.stack([tf.cast(self.seed, tf.int64),
-                                                                  self.step]))
+        keys = tf.random.stateless_uniform([t, t], seed=step_seed(self.seed, self.step))
         order = tf.argsort(keys, axis=1)
         eye = tf.eye(t, dtype=gram.dtype)
         total = tf.zeros([t], gram.dtype)

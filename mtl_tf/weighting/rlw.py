@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import Weighting, check_number, register, state_variable
+from mtl_tf.weighting.base import Weighting, check_number, register, state_variable, step_seed
 
 
 @register("rlw")
@@ -30,8 +30,7 @@ class RLW(Weighting):
         return self
 
     def loss_weights(self, losses):
-        seed = tf.stack([tf.constant(self.seed, tf.int64), self.step])
-        z = tf.random.stateless_normal([self.num_tasks], seed=seed)
+        z = tf.random.stateless_normal([self.num_tasks], seed=step_seed(self.seed, self.step))
         return self.num_tasks * tf.nn.softmax(z)
 
     def observe(self, losses):

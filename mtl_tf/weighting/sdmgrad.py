@@ -2,9 +2,9 @@
 
 import tensorflow as tf
 
-from mtl_tf.weighting.base import check_number, register, state_variable
+from mtl_tf.weighting.base import check_number, register
 from mtl_tf.weighting.several_batches import SeveralBatches
-from mtl_tf.weighting.simplex import project_to_simplex
+from mtl_tf.weighting.simplex import project_to_simplex, uniform_weights
 
 
 @register("sdmgrad")
@@ -40,7 +40,7 @@ class SDMGrad(SeveralBatches):
 
     def build(self, num_tasks):
         super().build(num_tasks)
-        self.weights = state_variable(tf.fill([num_tasks], 1.0 / num_tasks), name="weights")
+        self.weights = uniform_weights(num_tasks)
         return self
 
     def combine_parts(self, parts, losses):

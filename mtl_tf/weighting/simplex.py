@@ -3,6 +3,13 @@ weights that MoCo and MoDo take (SDMGrad projects its inner steps)."""
 
 import tensorflow as tf
 
+from mtl_tf.weighting.base import state_variable
+
+
+def uniform_weights(num_tasks):
+    """The checkpointed task weights these methods start from, 1/T each."""
+    return state_variable(tf.fill([num_tasks], 1.0 / num_tasks), name="weights")
+
 
 def project_to_simplex(v):
     """The Euclidean projection of v onto the probability simplex (sort-based)."""
