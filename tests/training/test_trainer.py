@@ -26,8 +26,17 @@ def _model():
                      units=(64,))
 
 
-@pytest.mark.parametrize("frozen", [None, "heads"])
-@pytest.mark.parametrize("name", weighting.available())
+def _lowering_cases():
+    """Every strategy with the heads frozen; with them free too where the strategy weights
+    the heads (for the others the heads get their plain gradients: test-slow)."""
+    for name in weighting.available():
+        yield name, "heads"
+        cls = weighting.strategy_class(name)
+        weighted = cls.weights_heads or not issubclass(cls, weighting.GradientLevel)
+        yield pytest.param(name, None, marks=() if weighted else pytest.mark.slow)
+
+
+@pytest.mark.parametrize("name, frozen", list(_lowering_cases()))
 def test_every_weighting_strategy_lowers_the_loss(name, frozen):
     """With the heads frozen, only the shared trunk's update (the one each strategy
     combines) can lower the loss: an update of the wrong sign there raises it."""
