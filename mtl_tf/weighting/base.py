@@ -104,6 +104,9 @@ class Weighting(tf.Module):
     # Independent samples per step: the trainer splits the batch into this many parts and
     # calls `combine_parts` with each part's per-task gradients (MoDo, SDMGrad).
     batch_splits = 1
+    # The fewest tasks the method is defined for with its defaults (Krum, TrimmedMean);
+    # `build` refuses fewer for the instance's own parameters.
+    min_tasks = 1
 
     def __init__(self):
         super().__init__(name=None)

@@ -35,11 +35,18 @@ def project_weights(gram, u):
     g = tf.cast(gram, tf.float64)
     g = (g + tf.transpose(g)) / 2
     u = tf.cast(u, tf.float64)
-    t = g.shape[0]
     trace = tf.linalg.trace(g)
     g = tf.where(trace > 0, g / tf.maximum(trace, 1e-300), tf.zeros_like(g))
     q_matrix = g + _RIDGE * tf.linalg.diag(tf.linalg.diag_part(g))
-    q = tf.linalg.matvec(g, u)  # B x T: the linear term of each problem
+    z = nonnegative_qp(q_matrix, tf.linalg.matvec(g, u))
+    return tf.cast(u + z, dtype)
+
+
+def nonnegative_qp(q_matrix, q):
+    """The Lawson-Hanson active-set solution of min_{z >= 0} z^T Q z / 2 + q^T z for each
+    row of q (B x T), Q (T x T) symmetric positive definite and of order one (the
+    stopping test is absolute: 1e-13). Returns B x T."""
+    t = q_matrix.shape[0]
     eye = tf.eye(t, dtype=tf.float64)
 
     def gradient(z):
@@ -88,6 +95,6 @@ def project_weights(gram, u):
         z, free = inner_loop(z, tf.logical_or(free, entering))
         return i + 1, z, free
 
-    z0 = tf.zeros_like(u)
-    _, z, _ = tf.while_loop(cond, body, (0, z0, tf.zeros_like(u, tf.bool)))
-    return tf.cast(u + z, dtype)
+    z0 = tf.zeros_like(q)
+    _, z, _ = tf.while_loop(cond, body, (0, z0, tf.zeros_like(q, tf.bool)))
+    return z

@@ -19,7 +19,7 @@ THREE = np.array([[1.0, 0.5, -0.3, 0.2, 0.0, 0.7],
                   [0.2, -0.9, 0.1, 0.5, -0.4, 0.3]]) * np.array([[3.0], [1.0], [0.2]])
 CASES = {"T=2": TWO, "T=3": THREE}
 ORDER_FREE = ["imtl_g", "aligned_mtl", "upgrad", "dualproj", "nash_mtl", "fairgrad", "config",
-              "mgda", "cagrad"]
+              "mgda", "cagrad", "cr_mogm"]
 
 
 def _combine(name, grads, losses=None, **kwargs):
@@ -284,7 +284,7 @@ def test_order_free_strategies_do_not_depend_on_the_order_of_the_tasks(name):
     np.testing.assert_allclose(w_perm, w[permutation], rtol=1e-7, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ORDER_FREE + ["gradvac", "pcgrad", "imtl"])
+@pytest.mark.parametrize("name", ORDER_FREE + ["gradvac", "pcgrad", "imtl", "pcd", "krum"])
 def test_a_zero_gradient_or_identical_tasks_give_a_finite_step(name):
     zero = np.r_[THREE, np.zeros((1, 6))]
     d, w = _combine(name, zero)

@@ -87,7 +87,7 @@ def test_graddrop_keeps_each_coordinates_winning_sign():
     np.testing.assert_allclose(leaky.combine(tf.constant(STEPS[0]), tf.ones(3))[0], STEPS[0].sum(0), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["db_mtl", "moco", "excess_mtl", "graddrop"])
+@pytest.mark.parametrize("name", ["db_mtl", "moco", "excess_mtl", "graddrop", "trimmed_mean"])
 def test_a_zero_gradient_gives_a_finite_step(name):
     strategy = weighting.get(name).build(3)
     strategy.build_gradient_state(7)
@@ -97,7 +97,7 @@ def test_a_zero_gradient_gives_a_finite_step(name):
         assert np.isfinite(combined.numpy()).all() and np.isfinite(weights.numpy()).all()
 
 
-@pytest.mark.parametrize("name", ["db_mtl", "moco", "excess_mtl", "graddrop", "modo", "sdmgrad"])
+@pytest.mark.parametrize("name", ["db_mtl", "moco", "excess_mtl", "graddrop", "trimmed_mean", "modo", "sdmgrad"])
 def test_the_representation_mode_is_refused_by_name(name):
     with pytest.raises(ValueError, match=r"mode='representation'"):
         weighting.get(name, mode="representation")
