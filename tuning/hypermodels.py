@@ -24,6 +24,10 @@ hyper-parameter, each method's own parameters conditional on it:
 | `graddrop` | `graddrop_leak`, 0 to 1 |
 | `modo` | `modo_gamma`, 0.001 to 1, log |
 | `sdmgrad` | `sdmgrad_lamda`, 0 to 1 |
+| `krum` (3 tasks or more) | `krum_n_byzantine`, 0 to T - 3; `krum_n_selected`, 1 to T |
+| `trimmed_mean` (3 tasks or more) | `trimmed_mean_trim_number`, 1 to (T - 1) / 2 |
+| `cr_mogm` | `cr_mogm_base`: mgda, cagrad, pcgrad; `cr_mogm_alpha`, 0.5 to 0.99 |
+| `pcd` | `pcd_tau`, 0 to 0.5 (the first task is the primary) |
 | `stairs_t1`, `lin_t1` | `schedule_t1`, 1 to the run's epochs |
 | `exp_sigma` | `schedule_sigma`, 1 to 100, log |
 | `lin` | none (its length is the run's epochs) |
@@ -53,31 +57,39 @@ SCHEDULES = ("stairs_t1", "lin", "lin_t1", "exp_sigma")
 DEFAULT_WEIGHTINGS = tuple(name for name in weighting_lib.available()
                            if name not in SCHEDULES + ("fixed",))
 WEIGHTINGS = DEFAULT_WEIGHTINGS + ("fixed",) + SCHEDULES
-# Each method's own hyper-parameters: (name, the strategy's argument, declaration).
+# Each method's own hyper-parameters: (name, the strategy's argument, declaration from
+# the hyper-parameters, the name and the number of tasks).
 PARAMETERS = {
     "dwa": [("dwa_temperature", "temperature",
-             lambda hp, n: hp.Float(n, 0.5, 10.0, sampling="log", default=2.0))],
-    "gradnorm": [("gradnorm_alpha", "alpha", lambda hp, n: hp.Float(n, 0.0, 3.0, default=1.5))],
-    "mgda": [("mgda_normalize", "normalize", lambda hp, n: hp.Boolean(n, default=False))],
-    "cagrad": [("cagrad_c", "c", lambda hp, n: hp.Float(n, 0.1, 0.9, default=0.5))],
-    "stch": [("stch_mu", "mu", lambda hp, n: hp.Float(n, 0.01, 1.0, sampling="log", default=1.0)),
-             ("stch_warmup_epochs", "warmup_epochs", lambda hp, n: hp.Int(n, 0, 10, default=4))],
+             lambda hp, n, t: hp.Float(n, 0.5, 10.0, sampling="log", default=2.0))],
+    "gradnorm": [("gradnorm_alpha", "alpha", lambda hp, n, t: hp.Float(n, 0.0, 3.0, default=1.5))],
+    "mgda": [("mgda_normalize", "normalize", lambda hp, n, t: hp.Boolean(n, default=False))],
+    "cagrad": [("cagrad_c", "c", lambda hp, n, t: hp.Float(n, 0.1, 0.9, default=0.5))],
+    "stch": [("stch_mu", "mu", lambda hp, n, t: hp.Float(n, 0.01, 1.0, sampling="log", default=1.0)),
+             ("stch_warmup_epochs", "warmup_epochs", lambda hp, n, t: hp.Int(n, 0, 10, default=4))],
     "famo": [("famo_learning_rate", "learning_rate",
-              lambda hp, n: hp.Float(n, 1e-3, 0.1, sampling="log", default=0.025)),
-             ("famo_gamma", "gamma", lambda hp, n: hp.Float(n, 1e-4, 0.1, sampling="log", default=0.01))],
+              lambda hp, n, t: hp.Float(n, 1e-3, 0.1, sampling="log", default=0.025)),
+             ("famo_gamma", "gamma", lambda hp, n, t: hp.Float(n, 1e-4, 0.1, sampling="log", default=0.01))],
     "aligned_mtl": [("aligned_mtl_scale", "scale",
-                     lambda hp, n: hp.Choice(n, ["min", "median", "rmse"], default="min"))],
-    "fairgrad": [("fairgrad_alpha", "alpha", lambda hp, n: hp.Float(n, 0.25, 4.0, sampling="log", default=1.0))],
-    "gradvac": [("gradvac_beta", "beta", lambda hp, n: hp.Float(n, 0.01, 0.9, sampling="log", default=0.5))],
-    "db_mtl": [("db_mtl_beta", "beta", lambda hp, n: hp.Float(n, 0.5, 0.99, default=0.9))],
-    "moco": [("moco_beta", "beta", lambda hp, n: hp.Float(n, 0.01, 1.0, sampling="log", default=0.1)),
-             ("moco_gamma", "gamma", lambda hp, n: hp.Float(n, 0.01, 1.0, sampling="log", default=0.1))],
+                     lambda hp, n, t: hp.Choice(n, ["min", "median", "rmse"], default="min"))],
+    "fairgrad": [("fairgrad_alpha", "alpha", lambda hp, n, t: hp.Float(n, 0.25, 4.0, sampling="log", default=1.0))],
+    "gradvac": [("gradvac_beta", "beta", lambda hp, n, t: hp.Float(n, 0.01, 0.9, sampling="log", default=0.5))],
+    "db_mtl": [("db_mtl_beta", "beta", lambda hp, n, t: hp.Float(n, 0.5, 0.99, default=0.9))],
+    "moco": [("moco_beta", "beta", lambda hp, n, t: hp.Float(n, 0.01, 1.0, sampling="log", default=0.1)),
+             ("moco_gamma", "gamma", lambda hp, n, t: hp.Float(n, 0.01, 1.0, sampling="log", default=0.1))],
     "excess_mtl": [("excess_mtl_step", "robust_step_size",
-                    lambda hp, n: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.01))],
-    "graddrop": [("graddrop_leak", "leak", lambda hp, n: hp.Float(n, 0.0, 1.0, default=0.0))],
-    "modo": [("modo_gamma", "gamma", lambda hp, n: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.1))],
-    "sdmgrad": [("sdmgrad_lamda", "lamda", lambda hp, n: hp.Float(n, 0.0, 1.0, default=0.3))],
-    "exp_sigma": [("schedule_sigma", "sigma", lambda hp, n: hp.Float(n, 1.0, 100.0, sampling="log", default=40.0))],
+                    lambda hp, n, t: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.01))],
+    "graddrop": [("graddrop_leak", "leak", lambda hp, n, t: hp.Float(n, 0.0, 1.0, default=0.0))],
+    "modo": [("modo_gamma", "gamma", lambda hp, n, t: hp.Float(n, 1e-3, 1.0, sampling="log", default=0.1))],
+    "sdmgrad": [("sdmgrad_lamda", "lamda", lambda hp, n, t: hp.Float(n, 0.0, 1.0, default=0.3))],
+    "krum": [("krum_n_byzantine", "n_byzantine", lambda hp, n, t: hp.Int(n, 0, t - 3, default=0)),
+             ("krum_n_selected", "n_selected", lambda hp, n, t: hp.Int(n, 1, t, default=1))],
+    "trimmed_mean": [("trimmed_mean_trim_number", "trim_number",
+                      lambda hp, n, t: hp.Int(n, 1, (t - 1) // 2, default=1))],
+    "cr_mogm": [("cr_mogm_base", "base", lambda hp, n, t: hp.Choice(n, ["mgda", "cagrad", "pcgrad"], default="mgda")),
+                ("cr_mogm_alpha", "alpha", lambda hp, n, t: hp.Float(n, 0.5, 0.99, default=0.9))],
+    "pcd": [("pcd_tau", "tau", lambda hp, n, t: hp.Float(n, 0.0, 0.5, default=0.02))],
+    "exp_sigma": [("schedule_sigma", "sigma", lambda hp, n, t: hp.Float(n, 1.0, 100.0, sampling="log", default=40.0))],
 }
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -111,7 +123,8 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         super().__init__(name=name or self.family)
         self.tasks = as_tasks(tasks)
         self.input_shape = tuple(input_shape)
-        known = tuple(m for m in WEIGHTINGS if self.has_parts or not _needs_parts(m)) + tuple(self.extra_weightings)
+        known = tuple(m for m in WEIGHTINGS if (self.has_parts or not _needs_parts(m))
+                      and len(self.tasks) >= weighting_lib.strategy_class(m).min_tasks) + tuple(self.extra_weightings)
         if weightings is None:
             defaults = tuple(m for m in DEFAULT_WEIGHTINGS if m in known) + tuple(self.extra_weightings)
             weightings = defaults if len(self.tasks) > 1 else ("equal",)
@@ -151,7 +164,8 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
         when("fixed", lambda: [hp.Float(f"fixed_weight_{t.name}", 0.1, 10.0, sampling="log", default=1.0)
                                for t in self.tasks])
         for method, parameters in PARAMETERS.items():
-            when(method, lambda parameters=parameters: [declare(hp, name) for name, _, declare in parameters])
+            when(method, lambda parameters=parameters: [declare(hp, name, len(self.tasks))
+                                                        for name, _, declare in parameters])
         with_t1 = [m for m in ("stairs_t1", "lin_t1") if m in self.weightings]
         if with_t1:  # one parameter under one condition: keras-tuner keeps a name once
             with hp.conditional_scope("weighting", with_t1):

@@ -30,10 +30,14 @@ one T x T all-reduce makes exact under several replicas, at the shared represent
 | fairgrad | Gram | Ban and Ji 2024 | per-task gradients | - |
 | config | Gram | Liu et al. 2025 | per-task gradients | - |
 | gradvac | Gram | Wang et al. 2021 | per-task gradients | targets, step |
+| krum | Gram, T >= 3 | Blanchard et al. 2017 | per-task gradients | - |
+| pcd | Gram, task 0 first | Varam and AlHajri 2026 | per-task gradients | norms' average, step |
+| cr_mogm | Gram (around another) | Zhou et al. 2022 | the base's | averaged weights, the base's |
 | db_mtl | per-task gradients | Lin et al. 2023 | T x P moving averages | averages, step |
 | moco | per-task gradients | Fernando et al. 2023 | T x P tracked gradients | tracked, weights |
 | excess_mtl | per-task gradients | He et al. 2024 | T x P squared sums | sums, weights |
 | graddrop | per-task gradients | Chen et al. 2020 | sign masks | step (the draw) |
+| trimmed_mean | per-task gradients, T >= 3 | Yin et al. 2018 | a sort of T x P | - |
 | modo | several batches | Chen et al. 2023 | 3 T trunk backward passes | weights |
 | sdmgrad | several batches | Xiao et al. 2023 | 3 T trunk backward passes | weights |
 

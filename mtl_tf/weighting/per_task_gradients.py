@@ -1,5 +1,5 @@
 """The base of strategies that need the per-task gradients themselves, not only their
-inner products (DB-MTL, MoCo, ExcessMTL, GradDrop): they run in parameter mode, on the
+inner products (DB-MTL, MoCo, ExcessMTL, GradDrop, TrimmedMean): they run in parameter mode, on the
 T x P gradients of the shared weights. Under several replicas those are all-reduced
 before `combine`, so the result is the one-device one.
 

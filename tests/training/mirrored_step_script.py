@@ -3,17 +3,17 @@ distribution tests compare it with one device): two logical CPUs under MirroredS
 or, with `multiworker`, this process as one worker of the `TF_CONFIG` cluster under
 MultiWorkerMirroredStrategy.
 
-    python -m tests.training.mirrored_step_script OUT.npz WEIGHTING_JSON [multiworker]
+    python -m tests.training.mirrored_step_script OUT.npz WEIGHTING_JSON [multiworker] [TASKS]
 
 WEIGHTING_JSON may be a list: one step of each, from the same initial weights, saved
-under the prefixes `0_`, `1_`...
+under the prefixes `0_`, `1_`... TASKS is 2 (the default) or 3 (a third head, `c`).
 """
 
 import json
 import sys
 
 
-def main(out, weighting, layout="mirrored"):
+def main(out, weighting, layout="mirrored", tasks="2"):
     import tensorflow as tf
 
     if layout == "mirrored":
@@ -25,16 +25,16 @@ def main(out, weighting, layout="mirrored"):
     import keras
     import numpy as np
 
-    from tests.training.test_step_reference import N, _data, _model
+    from tests.training.test_step_reference import HEADS, N, _data, _model
     from training import Trainer
 
     def step(spec):
         with strategy.scope():
-            model = _model()
+            model = _model(heads=HEADS[int(tasks)])
             trainer = Trainer(model, weighting=spec, optimizer=keras.optimizers.SGD(1.0),
                               distribution=strategy)
         initial = [v.numpy() for v in model.trainable_variables]
-        x, y = _data()
+        x, y = _data(int(tasks))
         # One global batch, in order: the first replica reads the first half.
         trainer.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(N), epochs=1, verbose=0)
         return {**{f"initial{i}": w for i, w in enumerate(initial)},

@@ -11,6 +11,7 @@ from mtl_tf.tasks import Task
 from training import Trainer
 
 N = 24
+HEADS = {2: (("a", 3), ("b", 2)), 3: (("a", 3), ("b", 2), ("c", 4))}
 
 
 def _model(regularized=False, heads=(("a", 3), ("b", 2))):
@@ -27,14 +28,15 @@ def _model(regularized=False, heads=(("a", 3), ("b", 2))):
     return keras.Model(inputs, outputs)
 
 
-def _data():
+def _data(tasks=2):
     rng = np.random.default_rng(11)
     x = rng.normal(size=(N, 6)).astype("float32")
     a = rng.integers(0, 3, N)
     b = rng.integers(0, 2, N)
     a[:5] = -1  # unlabelled for task a
     b[-7:] = -1
-    return x, {"a": a, "b": b}
+    c = rng.integers(0, 4, N)
+    return x, {"a": a, "b": b, **({"c": c} if tasks == 3 else {})}
 
 
 def _xent(labels, logits):
@@ -188,6 +190,7 @@ def test_a_gradient_level_step_under_mirrored_strategy_equals_one_device(tmp_pat
 
     weighting = {"class_name": "pcgrad", "config": {"mode": mode}}
     out = tmp_path / "mirrored.npz"
+    tasks = 3 if group == "three tasks" else 2
     result = subprocess.run([sys.executable, "-m", "tests.training.mirrored_step_script", str(out),
                              json.dumps(weighting)], cwd=Path(__file__).resolve().parents[2],
                             capture_output=True, text=True, timeout=300)
@@ -256,10 +259,12 @@ def test_modo_steps_on_three_disjoint_parts_of_the_batch():
 # state, a split batch, a second forward pass, a random stream); the rest in test-slow.
 ZOO = {"default": ["upgrad", "nash_mtl", "gradvac", "moco", "modo", "famo", "rlw"],
        "rest": ["imtl_g", "imtl", "aligned_mtl", "dualproj", "fairgrad", "config", "cagrad", "mgda",
-                "gls", "stch", "db_mtl", "excess_mtl", "graddrop", "sdmgrad"]}
+                "gls", "stch", "db_mtl", "excess_mtl", "graddrop", "sdmgrad", "pcd", "cr_mogm"],
+       "three tasks": ["krum", "trimmed_mean"]}
 
 
-@pytest.mark.parametrize("group", ["default", pytest.param("rest", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("group", ["default", pytest.param("rest", marks=pytest.mark.slow),
+                                   pytest.param("three tasks", marks=pytest.mark.slow)])
 def test_every_zoo_strategy_steps_under_mirrored_strategy_as_on_one_device(tmp_path, group):
     """The zoo's strategies, each one step with two replicas of half the batch each (one
     process for all): the update equals the one-device update. Gram strategies see the
@@ -271,14 +276,15 @@ def test_every_zoo_strategy_steps_under_mirrored_strategy_as_on_one_device(tmp_p
     from pathlib import Path
 
     out = tmp_path / "mirrored.npz"
+    tasks = 3 if group == "three tasks" else 2
     result = subprocess.run([sys.executable, "-m", "tests.training.mirrored_step_script", str(out),
-                             json.dumps(ZOO[group])], cwd=Path(__file__).resolve().parents[2],
-                            capture_output=True, text=True, timeout=600)
+                             json.dumps(ZOO[group]), "mirrored", str(tasks)],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = np.load(out)
-    x, y = _data()
+    x, y = _data(tasks)
     for j, name in enumerate(ZOO[group]):
-        model = _model()
+        model = _model(heads=HEADS[tasks])
         one_device, trainer = _trainer_update(model, name, x, y, shuffle=False)
         for k, (v, want) in enumerate(zip(model.trainable_variables, one_device)):
             got = saved[f"{j}_initial{k}"] - saved[f"{j}_final{k}"]

@@ -118,7 +118,8 @@ def test_every_weighting_method_is_searched_with_its_own_parameters():
     from tuning.hypermodels import PARAMETERS, WEIGHTINGS
 
     assert set(WEIGHTINGS) == set(weighting.available())
-    hypermodel = tuning.hypermodel("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
+    # Five tasks: Krum's and the trimmed mean's ranges depend on T.
+    hypermodel = tuning.hypermodel("hard_sharing", tasks={f"task_{i}": 10 for i in range(5)},
                                    input_shape=(8,), weightings=list(WEIGHTINGS))
     hp = keras_tuner.HyperParameters()
     hypermodel.build(hp)
@@ -137,7 +138,8 @@ def test_every_weighting_method_is_searched_with_its_own_parameters():
                 hp.values[name] = 3 if name == "stch_warmup_epochs" else declared.max_value
         config = hypermodel.weighting(hp, epochs=10).get_config()
         for name, argument, _ in parameters:
-            assert config[argument] == hp.values[name], (method, name)
+            value = config[argument]["class_name"] if name == "cr_mogm_base" else config[argument]
+            assert value == hp.values[name], (method, name)
     # STCH's warm-up is cut so that STCH starts before the run ends.
     hp.values.update({"weighting": "stch", "stch_warmup_epochs": 8})
     assert hypermodel.weighting(hp, epochs=5).get_config()["warmup_epochs"] == 3
@@ -262,3 +264,12 @@ def test_a_family_without_trunk_and_heads_offers_no_strategy_that_needs_them():
     with pytest.raises(ValueError, match=r"weightings='moco'"):
         tuning.hypermodel("siamese", weightings=["moco"])
     assert "modo" in tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,)).weightings
+
+
+def test_methods_defined_for_three_tasks_or_more_are_offered_only_then():
+    two = tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,))
+    assert "pcd" in two.weightings and not {"krum", "trimmed_mean"} & set(two.weightings)
+    with pytest.raises(ValueError, match=r"weightings='krum'"):
+        tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,), weightings=["krum"])
+    three = tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2, "c": 2}, input_shape=(4,))
+    assert {"krum", "trimmed_mean"} <= set(three.weightings)
