@@ -190,7 +190,6 @@ def test_a_gradient_level_step_under_mirrored_strategy_equals_one_device(tmp_pat
 
     weighting = {"class_name": "pcgrad", "config": {"mode": mode}}
     out = tmp_path / "mirrored.npz"
-    tasks = 3 if group == "three tasks" else 2
     result = subprocess.run([sys.executable, "-m", "tests.training.mirrored_step_script", str(out),
                              json.dumps(weighting)], cwd=Path(__file__).resolve().parents[2],
                             capture_output=True, text=True, timeout=300)
