@@ -31,13 +31,13 @@ from mtl_tf import weighting as weighting_lib
 from mtl_tf.data.paths import atomic_write_bytes
 from mtl_tf.errors import brief
 from mtl_tf.gradients import (
-    MultiTaskParts,
     flatten,
     last_layer_gradients,
     representation_gradients,
     shared_gradients,
     unflatten,
 )
+from mtl_tf.graph_cut import find_parts
 from mtl_tf.tasks import Task, as_tasks
 from training.data import as_labels, check_arrays, epoch_dataset
 
@@ -56,9 +56,11 @@ class Trainer:
     Args:
         model: a functional `keras.Model` with dict outputs keyed by task. Under a
             distribution strategy, build it inside `distribution.scope()`. Gradient-level
-            strategies work at the shared representation of a zoo-style model (`trunk`
-            and `head_<task>` parts); on any other model they combine the tasks'
-            gradients of every variable two or more tasks reach.
+            strategies work at the shared representation: a zoo-style model's `trunk`
+            output, or on any other model the cut of its graph between the layers two
+            or more tasks depend on and each task's own (`mtl_tf.graph_cut`); where no
+            cut exists (one layer's weights on several tasks' own paths) they combine
+            the tasks' gradients of every variable two or more tasks reach.
         tasks: dict or list of task specs; defaults to multi-class tasks read off the
             model's outputs.
         weighting: a strategy name, config or instance (`mtl_tf.weighting.get`).
@@ -121,14 +123,15 @@ class Trainer:
         _check_positive_int("checkpoint_every", checkpoint_every)
         self.checkpoint_every = int(checkpoint_every)
         self.update, self.groups = _check_update(update, groups, self.task_names)
-        self.parts = MultiTaskParts.find(model, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
+            self.parts = self._find_parts(model)
             if self.weighting.gradient_state or self.weighting.batch_splits > 1:
                 if self.parts is None:
-                    raise ValueError(f"Weighting {self.weighting.name!r} needs a model with `trunk` and "
-                                     f"`head_<task>` parts (it keeps state per shared weight or splits "
-                                     f"the batch); model {model.name!r} has none.")
+                    raise ValueError(f"Weighting {self.weighting.name!r} needs a model whose shared "
+                                     f"layers are cut off from each task's own ones (it keeps state per "
+                                     f"shared weight or splits the batch); in model {model.name!r} a "
+                                     f"layer's weights serve several tasks' own paths.")
             if self.weighting.gradient_state:
                 self.weighting.build_gradient_state(
                     sum(int(np.prod(v.shape)) for v in self.parts.shared_variables))
@@ -192,7 +195,7 @@ class Trainer:
             if tuple(new.shape) != tuple(old.shape):
                 raise ValueError(f"`carry` pairs variables of different shapes: {new.path} "
                                  f"{tuple(new.shape)} and {old.path} {tuple(old.shape)}.")
-        parts = MultiTaskParts.find(model, self.task_names)
+        parts = self._find_parts(model)
         old = self.optimizer
         with self.distribution.scope():
             optimizer = old.__class__.from_config(old.get_config())
@@ -208,6 +211,11 @@ class Trainer:
         if self._capture is not None:
             self._capture = _BranchCapture(self, self._capture.tap_all)
         self._attach()
+
+    def _find_parts(self, model):
+        """Where the trainer taps per-task gradients: the `trunk` and `head_<task>` parts,
+        or, for gradient-level strategies on other models, the graph's cut (None: none)."""
+        return find_parts(model, self.task_names, cut=self.weighting.grad_mode is not None)
 
     def add_restore_hook(self, hook):
         """Calls `hook(epoch)` before a checkpoint of `epoch` finished epochs is restored,
@@ -545,23 +553,26 @@ class Trainer:
         `"last_layer"` ((T x I x D kernel, T x D bias) of the last shared Dense layer), or
         `"shared"` (a list of T lists of gradients, one per shared variable).
         """
-        if self.parts is None:
-            MultiTaskParts(self.model, self.task_names)
+        parts = self.parts or find_parts(self.model, self.task_names)
+        if parts is None:
+            raise ValueError(f"Model {self.model.name!r} has no cut between shared and task layers "
+                             f"(a layer's weights serve several tasks' own paths): no per-task "
+                             f"gradients at a shared representation.")
         if kind not in ("representation", "last_layer", "shared"):
             raise ValueError(f"`kind` must be 'representation', 'last_layer' or 'shared'. "
                              f"Received: kind={kind!r}")
         y = as_labels(y, self.task_names)
         with tf.GradientTape(persistent=True) as tape:
-            z, h, copies, outputs, _ = self.parts.forward(tf.convert_to_tensor(x), training=False)
+            z, h, copies, outputs, _ = parts.forward(tf.convert_to_tensor(x), training=False)
             summed = tf.reduce_sum(self._losses(y, outputs)[0])
         rep = representation_gradients(tape, summed, copies, self.task_names)
         if kind == "representation":
             return rep
         if kind == "last_layer":
-            if self.parts.last_dense is None:
-                raise ValueError("The model's trunk does not end in a Dense layer.")
-            return last_layer_gradients(self.parts.last_dense, h, rep)
-        return shared_gradients(tape, z, self.parts.shared_variables, rep)
+            if parts.last_dense is None:
+                raise ValueError("The model's shared part does not end in one Dense layer.")
+            return last_layer_gradients(parts.last_dense, h, rep)
+        return shared_gradients(tape, z, parts.shared_variables, rep)
 
     # === The loop ============================================================================
     def _dataset(self, x, y, batch_size, start_epoch):

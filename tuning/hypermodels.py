@@ -94,7 +94,7 @@ PARAMETERS = {
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
-def _needs_parts(method):
+def _needs_cut(method):
     kind = weighting_lib.strategy_class(method)
     return kind.gradient_state or kind.batch_splits > 1
 
@@ -114,16 +114,17 @@ class MultiTaskHyperModel(keras_tuner.HyperModel):
 
     family = None
     extra_weightings = ()
-    # Whether the family's models have `trunk` and `head_<task>` parts, which the
-    # strategies with per-weight state or a split batch need.
-    has_parts = True
+    # Whether the family's models have a cut between shared and task layers (trunk and
+    # heads, or the graph's), which the strategies with per-weight state or a split
+    # batch need.
+    has_cut = True
 
     def __init__(self, tasks, input_shape, weightings=None, main=(0,), batch_size=128, seed=0,
                  name=None):
         super().__init__(name=name or self.family)
         self.tasks = as_tasks(tasks)
         self.input_shape = tuple(input_shape)
-        known = tuple(m for m in WEIGHTINGS if (self.has_parts or not _needs_parts(m))
+        known = tuple(m for m in WEIGHTINGS if (self.has_cut or not _needs_cut(m))
                       and len(self.tasks) >= weighting_lib.strategy_class(m).min_tasks) + tuple(self.extra_weightings)
         if weightings is None:
             defaults = tuple(m for m in DEFAULT_WEIGHTINGS if m in known) + tuple(self.extra_weightings)
@@ -264,7 +265,6 @@ class SiameseHyperModel(MultiTaskHyperModel):
 
     family = "siamese"
     extra_weightings = ("aux",)
-    has_parts = False  # two pipes: gradient-level strategies combine the shared weights
 
     def __init__(self, tasks=None, input_shape=(2, 14, 14), **kwargs):
         super().__init__(tasks or {"compare": 2, "digit_a": 10, "digit_b": 10}, input_shape, **kwargs)

@@ -6,5 +6,6 @@ modules, imported here, so `import zoo` sees every model.
 """
 
 import mtl_tf  # noqa: F401 - first: a quiet TensorFlow start-up
-from zoo import allconv, coarse_fine, evolving_dae, hard_sharing, selective_sharing, siamese  # noqa: F401 - register their models
+from zoo import (  # noqa: F401 - register their models
+    allconv, coarse_fine, evolving_dae, hard_sharing, mmoe, ple, selective_sharing, siamese)
 from zoo.registry import build, get_builder, list_models, register

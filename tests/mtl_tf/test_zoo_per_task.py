@@ -103,14 +103,26 @@ def test_the_representation_mode_is_refused_by_name(name):
         weighting.get(name, mode="representation")
 
 
-def test_a_model_without_trunk_and_heads_is_refused_for_per_weight_state():
+def test_per_weight_state_needs_a_cut_and_gets_one_on_siamese_pipes():
+    """Siamese pipes have no `trunk` but a graph cut (the pipes' logits): the shared
+    weights are the pipes'. A layer whose weights serve two tasks' own paths leaves no
+    cut, and the strategy is refused."""
+    import keras
+
     import zoo
     from training import Trainer
 
     model = zoo.build("siamese", tasks={"compare": 2, "digit_a": 10, "digit_b": 10},
                       input_shape=(2, 14, 14), pipe="shallow")
-    with pytest.raises(ValueError, match=r"'db_mtl' needs a model with `trunk`"):
-        Trainer(model, weighting="db_mtl")
+    trainer = Trainer(model, weighting="db_mtl")
+    pipe = model.get_layer("pipe")
+    assert trainer.weighting.average.shape[1] == sum(int(np.prod(v.shape)) for v in pipe.trainable_variables)
+    x = keras.Input((6,))
+    twice = keras.layers.Dense(3)
+    shared = keras.layers.Dense(4)(x)
+    no_cut = keras.Model(x, {t: twice(keras.layers.Dense(4)(shared)) for t in "ab"})
+    with pytest.raises(ValueError, match=r"'db_mtl' needs a model whose shared layers are cut off"):
+        Trainer(no_cut, weighting="db_mtl")
 
 
 def _three_parts(seed):

@@ -258,12 +258,19 @@ def test_coarse_fine_searches_the_fine_loss_ratio_and_the_gradient_stop():
     assert history.history["weight_coarse"] == [pytest.approx(1.0)]
 
 
-def test_a_family_without_trunk_and_heads_offers_no_strategy_that_needs_them():
-    siamese = tuning.hypermodel("siamese")
-    assert "graddrop" in siamese.weightings and not {"moco", "db_mtl", "modo"} & set(siamese.weightings)
+def test_a_family_without_a_cut_offers_no_strategy_that_needs_one():
+    from tuning.hypermodels import HardSharingHyperModel
+
+    class NoCut(HardSharingHyperModel):  # as a family whose every layer mixes the tasks
+        has_cut = False
+
+    no_cut = NoCut(tasks={"a": 2, "b": 2}, input_shape=(4,))
+    assert {"graddrop", "pcgrad"} <= set(no_cut.weightings)
+    assert not {"moco", "db_mtl", "modo"} & set(no_cut.weightings)
     with pytest.raises(ValueError, match=r"weightings='moco'"):
-        tuning.hypermodel("siamese", weightings=["moco"])
-    assert "modo" in tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,)).weightings
+        NoCut(tasks={"a": 2, "b": 2}, input_shape=(4,), weightings=["moco"])
+    # Siamese pipes have one: the pipes' logits.
+    assert {"moco", "db_mtl", "modo"} <= set(tuning.hypermodel("siamese").weightings)
 
 
 def test_methods_defined_for_three_tasks_or_more_are_offered_only_then():

@@ -31,10 +31,12 @@ def _example(name):
 
 
 # Named variants of one builder (`evolving_dae`'s NN_K, five of `coarse_fine`'s six
-# architectures) run in the slow suite; the default one builds each builder (`coarse_fine`
-# builds independent nets) and the variant with a shared trunk and a concatenation.
+# architectures, OMoE of MMoE's, CGC of PLE's) run in the slow suite; the default one
+# builds each builder (`coarse_fine` builds independent nets) and the variant with a
+# shared trunk and a concatenation.
 SLOW = {f"evolving_dae_nn{k}" for k in range(1, 5)} | {
-    f"coarse_fine_{a}" for a in ("independent", "shared", "reuse_coarse", "reuse_fine", "shared_reuse_fine")}
+    f"coarse_fine_{a}" for a in ("independent", "shared", "reuse_coarse", "reuse_fine", "shared_reuse_fine")} | {
+    "omoe", "cgc"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n

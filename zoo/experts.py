@@ -1,0 +1,77 @@
+"""The parts the mixture-of-experts families share (MMoE, OMoE, CGC, PLE, DSelect-k):
+experts, softmax gates, their weighted sum, and the task towers.
+
+An expert is a small network of the input: an MLP on a flat feature vector, or, on an
+image, 3x3 conv + max-pool blocks then the MLP (`expert="conv"`, the default for images).
+Each expert, gate and tower is its own layer, named so the trainer's graph cut (the
+experts' outputs, which every task reads) and the gate logs find them.
+"""
+
+import keras
+
+from zoo.hard_sharing import _check_shape
+
+
+def check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
+    return value
+
+
+def check_widths(name, value, allow_empty=False):
+    widths = tuple(value) if isinstance(value, (list, tuple)) else None
+    if widths is None or (not widths and not allow_empty) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+        raise ValueError(f"`{name}` must be a tuple of positive integers"
+                         f"{'' if allow_empty else ', at least one'}. Received: {name}={value!r}")
+    return widths
+
+
+def check_input(input_shape, expert):
+    shape = _check_shape(input_shape)
+    kinds = ("conv", "dense") if len(shape) >= 2 else ("dense",)
+    expert = expert or kinds[0]
+    if expert not in kinds:
+        raise ValueError(f"`expert` must be one of {kinds} for input_shape={shape}. Received: expert={expert!r}")
+    return shape, expert
+
+
+def expert_network(input_shape, kind, filters, units, name):
+    """One expert: conv blocks on an image (`kind="conv"`), then dense ReLU layers."""
+    layers = [keras.Input(input_shape)]
+    if kind == "conv":
+        if len(input_shape) == 2:
+            layers.append(keras.layers.Reshape((*input_shape, 1)))
+        for f in filters:
+            layers += [keras.layers.Conv2D(f, 3, padding="same", activation="relu"), keras.layers.MaxPooling2D()]
+    layers.append(keras.layers.Flatten())
+    layers += [keras.layers.Dense(u, activation="relu") for u in units]
+    return keras.Sequential(layers, name=name)
+
+
+def gate(flat_input, experts, name):
+    """softmax(W x) over `experts`, on the flattened input, without a bias (the MMoE
+    paper's g(x) = softmax(W_g x) and DeepCTR's; LibMTL's has one)."""
+    return keras.layers.Dense(experts, use_bias=False, activation="softmax", name=name)(flat_input)
+
+
+@keras.saving.register_keras_serializable(package="mtl_tf")
+class ExpertMixture(keras.layers.Layer):
+    """sum_i g_i e_i: called on [gate (B x E), e_1, ..., e_E (each B x D)]."""
+
+    def call(self, inputs):
+        weights, *experts = inputs
+        stacked = keras.ops.stack(experts, axis=1)  # B x E x D
+        return keras.ops.sum(stacked * keras.ops.expand_dims(weights, -1), axis=1)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[1]
+
+
+def tower(x, units, outputs, dropout, name):
+    """A task's tower: dense ReLU layers, dropout, then its logits."""
+    layers = [keras.Input(x.shape[1:])] + [keras.layers.Dense(u, activation="relu") for u in units]
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(outputs, name="logits"))
+    return keras.Sequential(layers, name=name)(x)
