@@ -70,24 +70,30 @@ class GraphCut:
             if _weights(node) or any(
                     id(_producer(x)) in trained for x in node.input_tensors if _producer(x) is not None):
                 trained.add(id(node))
-        cut = {}
+        cut, self.readers = {}, {}
         for t in self.task_names:
             reads = [x for n in self.owned_nodes[t] for x in n.input_tensors] + [self.output_tensors[t]]
             for x in reads:
                 node = _producer(x)
                 if node is not None and id(node) in shared_ids and id(node) in trained:
                     cut[id(x)] = x
+                    self.readers.setdefault(id(x), set()).add(t)
         self.cut_tensors = list(cut.values())
         self.sizes = [int(np.prod(x.shape[1:])) for x in self.cut_tensors]
 
     @classmethod
     def find(cls, model, task_names):
-        """The cut, or None when the model has none (no shared weights, a tensor without
-        a batch axis, or one layer's weights on several tasks' owned paths)."""
+        """The cut, or None when the model has none: no shared weights, a tensor without
+        a batch axis, one layer's weights on several tasks' owned paths, or no tensor of
+        the cut that two tasks read (Cross-stitch: each task reads only its own
+        combination, so the tasks' gradients there never meet and their Gram matrix
+        would say nothing of their conflicts)."""
         if not hasattr(model, "_nodes_by_depth"):
             return None
         cut = cls(model, task_names)
         if not cut.cut_tensors or any(x.shape[0] is not None or None in x.shape[1:] for x in cut.cut_tensors):
+            return None
+        if len(task_names) > 1 and all(len(readers) < 2 for readers in cut.readers.values()):
             return None
         owners = {}
         for key, nodes in [("shared", cut.shared_nodes)] + list(cut.owned_nodes.items()):

@@ -156,6 +156,17 @@ def _export(args):
     print(f"SavedModel written to {path}")
 
 
+def _gates(args):
+    from pathlib import Path
+
+    from mtl_tf.inspection import plot_gates
+
+    history = Path(args.run_dir) / "history.csv"
+    if not history.is_file():
+        raise ValueError(f"`run_dir` has no history.csv: {args.run_dir!r} is not a training run's folder.")
+    print(f"plot written to {plot_gates(history, args.out or Path(args.run_dir) / 'gates.png')}")
+
+
 def _predict(args):
     from training import run
 
@@ -248,6 +259,11 @@ def build_parser():
     export.add_argument("--to", required=True, help="the SavedModel folder to write")
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(run=_export)
+
+    gates = commands.add_parser("gates", help="plot a run's gate weights and cross-stitch coefficients")
+    gates.add_argument("run_dir")
+    gates.add_argument("--out", default=None, help="the PNG to write (default: RUN_DIR/gates.png)")
+    gates.set_defaults(run=_gates)
 
     predict = commands.add_parser("predict", help="run a SavedModel on image files")
     predict.add_argument("saved_model")

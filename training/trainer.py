@@ -38,8 +38,21 @@ from mtl_tf.gradients import (
     unflatten,
 )
 from mtl_tf.graph_cut import find_parts
+from mtl_tf.inspection import Inspection
 from mtl_tf.tasks import Task, as_tasks
 from training.data import as_labels, check_arrays, epoch_dataset
+
+
+_NO_CUT = ("a layer's weights serve several tasks' own paths, or every layer mixes the tasks, "
+           "as Cross-stitch's")
+
+
+def _first_inputs(x, count=256):
+    """Up to `count` inputs: the first of the arrays, or of the dataset's first batch."""
+    if isinstance(x, tf.data.Dataset):
+        element = next(iter(x.take(1)))
+        x = element[0] if isinstance(element, (tuple, list)) else element
+    return tf.nest.map_structure(lambda a: a[:count], x)
 
 
 def _infer_tasks(model):
@@ -130,8 +143,8 @@ class Trainer:
                 if self.parts is None:
                     raise ValueError(f"Weighting {self.weighting.name!r} needs a model whose shared "
                                      f"layers are cut off from each task's own ones (it keeps state per "
-                                     f"shared weight or splits the batch); in model {model.name!r} a "
-                                     f"layer's weights serve several tasks' own paths.")
+                                     f"shared weight or splits the batch); model {model.name!r} has no "
+                                     f"such cut ({_NO_CUT}).")
             if self.weighting.gradient_state:
                 self.weighting.build_gradient_state(
                     sum(int(np.prod(v.shape)) for v in self.parts.shared_variables))
@@ -215,7 +228,12 @@ class Trainer:
     def _find_parts(self, model):
         """Where the trainer taps per-task gradients: the `trunk` and `head_<task>` parts,
         or, for gradient-level strategies on other models, the graph's cut (None: none)."""
-        return find_parts(model, self.task_names, cut=self.weighting.grad_mode is not None)
+        parts = find_parts(model, self.task_names, cut=self.weighting.grad_mode is not None)
+        if parts is None and self.weighting.grad_mode == "representation":
+            warnings.warn(f"Model {model.name!r} has no cut between shared and task layers ({_NO_CUT}): "
+                          f"{self.weighting.name!r} combines each task's gradients of the shared weights "
+                          f"instead (mode='parameters', one backward pass per task).", stacklevel=3)
+        return parts
 
     def add_restore_hook(self, hook):
         """Calls `hook(epoch)` before a checkpoint of `epoch` finished epochs is restored,
@@ -727,14 +745,14 @@ class Trainer:
             callbacks.append(_HistoryCSV(str(history_csv), append=start > 0))
         try:
             return self._loop(callbacks, start, end, steps, iterator, validation_data, batch_size,
-                              verbose)
+                              verbose, x)
         finally:
             self._callback_list = None
             for callback in callbacks:  # on an error, on_train_end (which closes it) never ran
                 if isinstance(callback, keras.callbacks.CSVLogger) and callback.csv_file:
                     callback.csv_file.close()
 
-    def _loop(self, callbacks, start, end, steps, iterator, validation_data, batch_size, verbose):
+    def _loop(self, callbacks, start, end, steps, iterator, validation_data, batch_size, verbose, x):
         history, final = keras.callbacks.History(), _FinalLogs()
         callbacks += [history, final]
         callback_list = keras.callbacks.CallbackList(
@@ -744,7 +762,7 @@ class Trainer:
         writers = self._summary_writers()
         self.model.stop_training = False
         callback_list.on_train_begin()
-        logs = {}
+        logs, inspection, sample = {}, None, None
         for epoch in range(start, end):
             self.weighting.on_epoch_begin(epoch)
             callback_list.on_epoch_begin(epoch)
@@ -773,6 +791,11 @@ class Trainer:
             self.weighting.on_epoch_end(epoch)
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self.evaluate(validation_data, batch_size).items()})
+            if inspection is None or inspection.model is not self.model:  # Selective Sharing rebuilds it
+                inspection = Inspection(self.model, self.task_names)
+            if inspection.active:  # on the same inputs every epoch
+                sample = _first_inputs(x) if sample is None else sample
+                logs.update(inspection.logs(sample))
             self._resumed = False
             callback_list.on_epoch_end(epoch, logs)
             logs = final.logs  # with what the callbacks added (CallbackList copies the dict)

@@ -27,13 +27,16 @@ def check_widths(name, value, allow_empty=False):
     return widths
 
 
-def check_input(input_shape, expert):
+def check_input(input_shape, kind, argument="expert"):
+    """The input shape, and `kind` ("conv" or "dense", named `argument`): "conv" by
+    default for images, only "dense" for flat vectors."""
     shape = _check_shape(input_shape)
     kinds = ("conv", "dense") if len(shape) >= 2 else ("dense",)
-    expert = expert or kinds[0]
-    if expert not in kinds:
-        raise ValueError(f"`expert` must be one of {kinds} for input_shape={shape}. Received: expert={expert!r}")
-    return shape, expert
+    kind = kind or kinds[0]
+    if kind not in kinds:
+        raise ValueError(f"`{argument}` must be one of {kinds} for input_shape={shape}. "
+                         f"Received: {argument}={kind!r}")
+    return shape, kind
 
 
 def expert_network(input_shape, kind, filters, units, name):
