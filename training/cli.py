@@ -291,7 +291,8 @@ def build_parser():
     reproduce.set_defaults(run=_reproduce)
 
     tune = commands.add_parser("tune", help="a keras-tuner search over a family (resumable)")
-    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing, evolving_dae or coarse_fine")
+    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing, evolving_dae, coarse_fine "
+                                     "or architectures (hard sharing, MMoE, OMoE, CGC, PLE, DSelect-k, Cross-stitch, MTAN)")
     tune.add_argument("--tasks", default="mnist,fashion_mnist", type=_task_list,
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")

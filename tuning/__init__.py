@@ -22,6 +22,7 @@ import mtl_tf  # noqa: F401 - first: a quiet TensorFlow start-up
 from mtl_tf.names import unknown_name
 from tuning.hypermodels import (
     AllConvHyperModel,
+    ArchitecturesHyperModel,
     CoarseFineHyperModel,
     EvolvingDAEHyperModel,
     HardSharingHyperModel,
@@ -44,7 +45,7 @@ logging.getLogger("tensorflow").addFilter(_NoTrialRetracingWarning())
 
 HYPERMODELS = {cls.family: cls for cls in (HardSharingHyperModel, AllConvHyperModel, SiameseHyperModel,
                                            SelectiveSharingHyperModel, EvolvingDAEHyperModel,
-                                           CoarseFineHyperModel)}
+                                           CoarseFineHyperModel, ArchitecturesHyperModel)}
 
 
 def list_hypermodels():

@@ -403,3 +403,64 @@ class CoarseFineHyperModel(MultiTaskHyperModel):
             ratio = hp.values["fine_loss_ratio"]
             return weighting_lib.get("fixed", weights=[ratio if t.name == self.fine else 1.0 for t in self.tasks])
         return super().weighting(hp, epochs)
+
+
+class ArchitecturesHyperModel(MultiTaskHyperModel):
+    """The field's general architectures as one search space: `architecture` (hard
+    sharing, MMoE, OMoE, CGC, PLE, DSelect-k, Cross-stitch, MTAN), then each one's own
+    knobs under it: the experts' count and width, the towers' width (the mixtures),
+    CGC's and PLE's shared and task experts and PLE's levels, DSelect-k's k and gate,
+    Cross-stitch's and MTAN's widths. Conv experts and backbones on images; the conv
+    widths stay the builders' defaults.
+
+    Args:
+        architectures: the names to search. Defaults to all eight.
+        Others as `MultiTaskHyperModel`'s.
+    """
+
+    family = "architectures"
+    ARCHITECTURES = ("hard_sharing", "mmoe", "omoe", "cgc", "ple", "dselect_k", "cross_stitch", "mtan")
+    MIXTURES = ("mmoe", "omoe", "cgc", "ple", "dselect_k")
+
+    def __init__(self, tasks, input_shape, architectures=None, **kwargs):
+        architectures = list(dict.fromkeys(architectures or self.ARCHITECTURES))
+        for name in architectures:
+            if name not in self.ARCHITECTURES:
+                raise unknown_name("architecture", "architectures", name, self.ARCHITECTURES)
+        self.architectures = architectures
+        # Cross-stitch has no graph cut: the strategies that need one are left out with it.
+        self.has_cut = "cross_stitch" not in architectures
+        super().__init__(tasks, input_shape, **kwargs)
+
+    def build_model(self, hp):
+        architecture = hp.Choice("architecture", self.architectures, default=self.architectures[0])
+        kwargs = {}
+
+        def under(names, declare):
+            names = [n for n in names if n in self.architectures]
+            if names:
+                with hp.conditional_scope("architecture", names):
+                    value = declare()
+                return value if architecture in names else None
+
+        mixtures = list(self.MIXTURES)
+        experts = under(["mmoe", "omoe", "dselect_k"], lambda: hp.Int("experts", 2, 8, default=4))
+        kwargs["expert_units"] = under(mixtures, lambda: (hp.Choice("expert_units", [16, 32, 64], default=32),))
+        kwargs["tower_units"] = under(mixtures, lambda: (hp.Choice("tower_units", [8, 16, 32], default=16),))
+        kwargs["shared_experts"] = under(["cgc", "ple"], lambda: hp.Int("shared_experts", 1, 3, default=1))
+        kwargs["task_experts"] = under(["cgc", "ple"], lambda: hp.Int("task_experts", 1, 2, default=1))
+        kwargs["levels"] = under(["ple"], lambda: hp.Int("levels", 2, 3, default=2))
+        k = under(["dselect_k"], lambda: hp.Int("dselect_k", 1, 2, default=2))
+        kwargs["gate"] = under(["dselect_k"], lambda: hp.Choice("dselect_gate", ["per_example", "static"],
+                                                                default="per_example"))
+        units = under(["hard_sharing", "cross_stitch"], lambda: hp.Choice("units", [64, 128, 256], default=128))
+        kwargs["head_units"] = under(["mtan"], lambda: (hp.Choice("mtan_head_units", [32, 64], default=64),))
+        if architecture in ("mmoe", "omoe", "dselect_k"):
+            kwargs["experts"] = experts
+        if architecture == "dselect_k":
+            kwargs["k"] = min(k, experts)
+        if architecture in ("hard_sharing", "cross_stitch"):
+            kwargs["units"] = (units,)
+        if architecture == "hard_sharing" and len(self.input_shape) == 1:
+            kwargs["trunk"] = "dense"
+        return zoo.build(architecture, tasks=list(self.tasks), input_shape=self.input_shape, **kwargs)

@@ -33,8 +33,10 @@ def main(run_dir, epochs, out, layout="single"):
         distribution = tf.distribute.MultiWorkerMirroredStrategy()
     scope = distribution.scope() if distribution else _null()
     with scope:
-        model = zoo.build("hard_sharing", tasks={"mnist": 10, "fashion_mnist": 10},
-                          input_shape=(28, 28, 1), trunk="dense", units=(64,))
+        # MODEL: a zoo builder's name and arguments as JSON.
+        spec = json.loads(os.environ.get("MODEL", '{"name": "hard_sharing", "trunk": "dense", "units": [64]}'))
+        model = zoo.build(spec.pop("name"), tasks={"mnist": 10, "fashion_mnist": 10}, input_shape=(28, 28, 1),
+                          **{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         # WEIGHTING: a strategy name, or its config as JSON.
         weighting = os.environ.get("WEIGHTING", "uncertainty")
         weighting = json.loads(weighting) if weighting.startswith("{") else weighting

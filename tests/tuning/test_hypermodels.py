@@ -26,6 +26,9 @@ CASES = {
     "evolving_dae": lambda: (tuning.hypermodel("evolving_dae", input_shape=(28, 28, 1)), _semi_supervised(96)),
     "coarse_fine": lambda: (tuning.hypermodel("coarse_fine", tasks={"fine": 10, "coarse": 4},
                                               input_shape=(28, 28, 1)), _coarse_fine_batch(64)),
+    "architectures": lambda: (tuning.hypermodel("architectures", tasks={"mnist": 10, "fashion_mnist": 10},
+                                                input_shape=(28, 28, 1), weightings=TRIED,
+                                                architectures=["mmoe", "ple"]), two_task_batch(64)),
 }
 
 
@@ -55,8 +58,8 @@ def _digits_batch(n):
 
 
 def test_every_family_has_a_hypermodel_and_bad_names_are_named():
-    assert tuning.list_hypermodels() == ["allconv", "coarse_fine", "evolving_dae", "hard_sharing",
-                                         "selective_sharing", "siamese"]
+    assert tuning.list_hypermodels() == ["allconv", "architectures", "coarse_fine", "evolving_dae",
+                                         "hard_sharing", "selective_sharing", "siamese"]
     with pytest.raises(ValueError, match=r"name='hard_shraing'.*Did you mean 'hard_sharing'"):
         tuning.hypermodel("hard_shraing", tasks={"a": 2}, input_shape=(4,))
     with pytest.raises(ValueError, match=r"weightings='pcgard'.*Did you mean 'pcgrad'"):
@@ -280,3 +283,32 @@ def test_methods_defined_for_three_tasks_or_more_are_offered_only_then():
         tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2}, input_shape=(4,), weightings=["krum"])
     three = tuning.hypermodel("hard_sharing", tasks={"a": 2, "b": 2, "c": 2}, input_shape=(4,))
     assert {"krum", "trimmed_mean"} <= set(three.weightings)
+
+
+@pytest.mark.parametrize("architecture, values, arguments", [
+    ("mmoe", {"experts": 6, "expert_units": 64, "tower_units": 8}, {"experts": 6}),
+    ("ple", {"levels": 3, "shared_experts": 2, "task_experts": 2}, {}),
+    ("dselect_k", {"experts": 2, "dselect_k": 2, "dselect_gate": "static"}, {}),
+    ("cross_stitch", {"units": 64}, {}),
+])
+def test_each_architectures_own_hyperparameters_reach_its_builder(architecture, values, arguments):
+    hypermodel = tuning.hypermodel("architectures", tasks={"a": 2, "b": 3}, input_shape=(8,))
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"architecture": architecture, **values})
+    model = hypermodel.build(hp)
+    assert model.name == architecture
+    layers = {layer.name for layer in model.layers}
+    if architecture == "mmoe":
+        assert {f"expert_{i}" for i in range(6)} <= layers and "expert_6" not in layers
+        assert model.get_layer("expert_0").layers[-1].units == 64
+    if architecture == "ple":
+        assert {"gate_1_shared", "expert_2_shared_1", "expert_2_a_1"} <= layers
+    if architecture == "dselect_k":  # k is capped at the experts
+        gate = model.get_layer("gate_a")
+        assert (gate.k, gate.gate) == (2, "static")
+    if architecture == "cross_stitch":
+        assert model.get_layer("a_dense_0").units == 64
+    # Without a graph cut (Cross-stitch), no strategy that needs one is offered.
+    assert "db_mtl" not in hypermodel.weightings
+    assert "db_mtl" in tuning.hypermodel("architectures", tasks={"a": 2, "b": 3}, input_shape=(8,),
+                                         architectures=["mmoe"]).weightings
