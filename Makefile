@@ -51,3 +51,4 @@ bench: data $(BENCH_VENV)/.installed
 	$(if $(QUICK),,$(PY) -m benchmarks.allconv_speed)
 	$(if $(QUICK),,$(PY) -m benchmarks.selective_sharing)
 	$(if $(QUICK),,$(PY) -m benchmarks.weighting_speed)
+	$(if $(QUICK),,$(PY) -m benchmarks.architectures_speed)

@@ -272,7 +272,8 @@ def build_parser():
 
     reproduce = commands.add_parser("reproduce", help="reproduce a paper's table (resumable)")
     reproduce.add_argument("name", help="allconv (paper 000), evolving_dae (paper 001), selective_sharing (paper 002), "
-                                                   "siamese (paper 003) or coarse_fine (paper 004)")
+                                                   "siamese (paper 003), coarse_fine (paper 004) or mmoe "
+                                                   "(the MMoE paper's synthetic experiment)")
     reproduce.add_argument("--profile", choices=("quick", "full"), default="quick")
     reproduce.add_argument("--out", default=None,
                            help="output folder; runs found there are skipped "
@@ -291,8 +292,9 @@ def build_parser():
     reproduce.set_defaults(run=_reproduce)
 
     tune = commands.add_parser("tune", help="a keras-tuner search over a family (resumable)")
-    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing, evolving_dae, coarse_fine "
-                                     "or architectures (hard sharing, MMoE, OMoE, CGC, PLE, DSelect-k, Cross-stitch, MTAN)")
+    tune.add_argument("family", help="hard_sharing, allconv, siamese, selective_sharing, evolving_dae, "
+                                     "coarse_fine or architectures (hard sharing, MMoE, OMoE, CGC, PLE, "
+                                     "DSelect-k, Cross-stitch, MTAN)")
     tune.add_argument("--tasks", default="mnist,fashion_mnist", type=_task_list,
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")

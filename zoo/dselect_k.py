@@ -27,8 +27,7 @@ import math
 import keras
 import numpy as np
 
-from mtl_tf.tasks import as_tasks
-from zoo.experts import ExpertMixture, check_input, check_positive, check_widths, expert_network, tower
+from zoo.experts import ExpertMixture, Mixture, check_positive
 from zoo.registry import register
 
 GATES = ("per_example", "static")
@@ -115,8 +114,6 @@ def dselect_k(tasks, input_shape, experts=8, k=2, gamma=1.0, gate="per_example",
         entropy_weight: float >= 0. Defaults to `1e-6`.
         expert, expert_filters, expert_units, tower_units, dropout, name: as `mmoe`'s.
     """
-    tasks = as_tasks(tasks)
-    input_shape, expert = check_input(input_shape, expert)
     check_positive("experts", experts)
     check_positive("k", k)
     if k > experts:
@@ -128,19 +125,11 @@ def dselect_k(tasks, input_shape, experts=8, k=2, gamma=1.0, gate="per_example",
         if bad or (value <= low if low is not None else value < 0):
             raise ValueError(f"`{argument}` must be a {'positive' if low is not None else 'non-negative'} "
                              f"number. Received: {argument}={value!r}")
-    expert_units = check_widths("expert_units", expert_units)
-    expert_filters = check_widths("expert_filters", expert_filters)
-    tower_units = check_widths("tower_units", tower_units, allow_empty=True)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must lie in [0, 1). Received: dropout={dropout!r}")
-
-    inputs = keras.Input(input_shape, name="inputs")
-    flat = keras.layers.Flatten(name="flat_inputs")(inputs) if len(input_shape) > 1 else inputs
-    outs = [expert_network(input_shape, expert, expert_filters, expert_units, f"expert_{i}")(inputs)
-            for i in range(experts)]
-    outputs = {}
-    for task in tasks:
-        weights = DSelectKGate(experts, k, float(gamma), gate, float(entropy_weight), name=f"gate_{task.name}")(flat)
-        mixed = ExpertMixture(name=f"mixture_{task.name}")([weights, *outs])
-        outputs[task.name] = tower(mixed, tower_units, task.num_outputs, dropout, f"tower_{task.name}")
+    mixture = Mixture(tasks, input_shape, expert, expert_filters, expert_units, tower_units, dropout)
+    inputs, flat = mixture.inputs()
+    outs = mixture.experts(inputs, experts, "expert_")
+    mixed = {t.name: ExpertMixture(name=f"mixture_{t.name}")(
+        [DSelectKGate(experts, k, float(gamma), gate, float(entropy_weight), name=f"gate_{t.name}")(flat), *outs])
+        for t in mixture.tasks}
+    outputs = mixture.towers(mixed)
     return keras.Model(inputs, outputs, name=name)

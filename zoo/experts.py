@@ -9,6 +9,7 @@ experts' outputs, which every task reads) and the gate logs find them.
 
 import keras
 
+from mtl_tf.tasks import as_tasks
 from zoo.hard_sharing import _check_shape
 
 
@@ -37,6 +38,37 @@ def check_input(input_shape, kind, argument="expert"):
         raise ValueError(f"`{argument}` must be one of {kinds} for input_shape={shape}. "
                          f"Received: {argument}={kind!r}")
     return shape, kind
+
+
+class Mixture:
+    """The checked arguments every mixture builder shares, and its input layers:
+    `inputs`, and `flat` (the input flattened, what the gates read)."""
+
+    def __init__(self, tasks, input_shape, expert, expert_filters, expert_units, tower_units, dropout):
+        self.tasks = as_tasks(tasks)
+        self.input_shape, self.expert = check_input(input_shape, expert)
+        self.expert_filters = check_widths("expert_filters", expert_filters)
+        self.expert_units = check_widths("expert_units", expert_units)
+        self.tower_units = check_widths("tower_units", tower_units, allow_empty=True)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"`dropout` must lie in [0, 1). Received: dropout={dropout!r}")
+        self.dropout = dropout
+
+    def inputs(self):
+        inputs = keras.Input(self.input_shape, name="inputs")
+        flat = keras.layers.Flatten(name="flat_inputs")(inputs) if len(self.input_shape) > 1 else inputs
+        return inputs, flat
+
+    def experts(self, source, count, prefix, level=0):
+        """`count` experts on `source`: the input at the first level, dense on a mixture after."""
+        shape, kind = (self.input_shape, self.expert) if level == 0 else (tuple(source.shape[1:]), "dense")
+        return [expert_network(shape, kind, self.expert_filters, self.expert_units, f"{prefix}{i}")(source)
+                for i in range(count)]
+
+    def towers(self, mixed):
+        """Each task's tower on its mixture (`mixed[task name]`): the model's outputs."""
+        return {t.name: tower(mixed[t.name], self.tower_units, t.num_outputs, self.dropout, f"tower_{t.name}")
+                for t in self.tasks}
 
 
 def expert_network(input_shape, kind, filters, units, name):

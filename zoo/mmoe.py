@@ -13,34 +13,21 @@ starts them equal: each expert here draws its own initial weights.
 
 import keras
 
-from mtl_tf.tasks import as_tasks
-from zoo.experts import ExpertMixture, check_input, check_positive, check_widths, expert_network, gate, tower
+from zoo.experts import ExpertMixture, Mixture, check_positive, gate
 from zoo.registry import register
 
 
 def _build(tasks, input_shape, experts, expert, expert_filters, expert_units, tower_units, dropout,
            one_gate, name):
-    tasks = as_tasks(tasks)
-    input_shape, expert = check_input(input_shape, expert)
     check_positive("experts", experts)
-    expert_units = check_widths("expert_units", expert_units)
-    expert_filters = check_widths("expert_filters", expert_filters)
-    tower_units = check_widths("tower_units", tower_units, allow_empty=True)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must lie in [0, 1). Received: dropout={dropout!r}")
-
-    inputs = keras.Input(input_shape, name="inputs")
-    flat = keras.layers.Flatten(name="flat_inputs")(inputs) if len(input_shape) > 1 else inputs
-    outs = [expert_network(input_shape, expert, expert_filters, expert_units, f"expert_{i}")(inputs)
-            for i in range(experts)]
+    mixture = Mixture(tasks, input_shape, expert, expert_filters, expert_units, tower_units, dropout)
+    inputs, flat = mixture.inputs()
+    outs = mixture.experts(inputs, experts, "expert_")
     # OMoE's one mixture is shared: the graph cut is its output, not the experts'.
     shared = ExpertMixture(name="mixture")([gate(flat, experts, "gate"), *outs]) if one_gate else None
-    outputs = {}
-    for task in tasks:
-        mixed = shared if one_gate else ExpertMixture(name=f"mixture_{task.name}")(
-            [gate(flat, experts, f"gate_{task.name}"), *outs])
-        outputs[task.name] = tower(mixed, tower_units, task.num_outputs, dropout, f"tower_{task.name}")
-    return keras.Model(inputs, outputs, name=name)
+    mixed = {t.name: shared if one_gate else ExpertMixture(name=f"mixture_{t.name}")(
+        [gate(flat, experts, f"gate_{t.name}"), *outs]) for t in mixture.tasks}
+    return keras.Model(inputs, mixture.towers(mixed), name=name)
 
 
 @register("mmoe")

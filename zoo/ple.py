@@ -15,48 +15,32 @@ paper). Widths default to the `mmoe` family's, so the two compare at equal sizes
 
 import keras
 
-from mtl_tf.tasks import as_tasks
-from zoo.experts import ExpertMixture, check_input, check_positive, check_widths, expert_network, gate, tower
+from zoo.experts import ExpertMixture, Mixture, check_positive, gate
 from zoo.registry import register
 
 
 def _build(tasks, input_shape, levels, shared_experts, task_experts, expert, expert_filters, expert_units,
            tower_units, dropout, name):
-    tasks = as_tasks(tasks)
-    input_shape, expert = check_input(input_shape, expert)
     for argument, value in (("levels", levels), ("shared_experts", shared_experts), ("task_experts", task_experts)):
         check_positive(argument, value)
-    expert_units = check_widths("expert_units", expert_units)
-    expert_filters = check_widths("expert_filters", expert_filters)
-    tower_units = check_widths("tower_units", tower_units, allow_empty=True)
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must lie in [0, 1). Received: dropout={dropout!r}")
-
-    inputs = keras.Input(input_shape, name="inputs")
-    flat = keras.layers.Flatten(name="flat_inputs")(inputs) if len(input_shape) > 1 else inputs
-    names = [t.name for t in tasks]
+    mixture = Mixture(tasks, input_shape, expert, expert_filters, expert_units, tower_units, dropout)
+    inputs, flat = mixture.inputs()
+    names = [t.name for t in mixture.tasks]
     streams = {key: (inputs, flat) for key in names + ["shared"]}  # (expert input, gate input)
     for level in range(levels):
-        def experts(key, count, source):
-            shape, kind = (input_shape, expert) if level == 0 else (tuple(source.shape[1:]), "dense")
-            return [expert_network(shape, kind, expert_filters, expert_units, f"expert_{level}_{key}_{i}")(source)
-                    for i in range(count)]
-
-        own = {t: experts(t, task_experts, streams[t][0]) for t in names}
-        common = experts("shared", shared_experts, streams["shared"][0])
+        own = {t: mixture.experts(streams[t][0], task_experts, f"expert_{level}_{t}_", level) for t in names}
+        common = mixture.experts(streams["shared"][0], shared_experts, f"expert_{level}_shared_", level)
         mixed = {}
         for t in names:
             chosen = own[t] + common
-            mixed[t] = ExpertMixture(name=f"mixture_{level}_{t}")([gate(streams[t][1], len(chosen), f"gate_{level}_{t}"),
-                                                                  *chosen])
+            mixed[t] = ExpertMixture(name=f"mixture_{level}_{t}")(
+                [gate(streams[t][1], len(chosen), f"gate_{level}_{t}"), *chosen])
         if level < levels - 1:
             chosen = [e for t in names for e in own[t]] + common
             mixed["shared"] = ExpertMixture(name=f"mixture_{level}_shared")(
                 [gate(streams["shared"][1], len(chosen), f"gate_{level}_shared"), *chosen])
         streams = {key: (value, value) for key, value in mixed.items()}
-    outputs = {t.name: tower(streams[t.name][0], tower_units, t.num_outputs, dropout, f"tower_{t.name}")
-               for t in tasks}
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, mixture.towers({t: streams[t][0] for t in names}), name=name)
 
 
 @register("cgc")

@@ -109,5 +109,6 @@ class PCD(GradientLevel):
         return tf.where(tf.logical_and(met, largest > 0), mu, tf.zeros_like(mu))
 
     def get_config(self):
-        return {**super().get_config(), "tau": list(self.tau) if isinstance(self.tau, tuple) else self.tau, "beta": self.beta, "eps": self.eps,
+        tau = list(self.tau) if isinstance(self.tau, tuple) else self.tau
+        return {**super().get_config(), "tau": tau, "beta": self.beta, "eps": self.eps,
                 "primary": self.primary}

@@ -357,3 +357,28 @@ def test_committed_run_records_are_not_ignored_by_git():
                  "docs/results/records/allconv-full/models/pretrain_FN.weights.h5"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 1, path
     assert subprocess.run(["git", "check-ignore", "-q", "runs/reproduce/x/report.md"], cwd=root).returncode == 0
+
+
+def test_mmoe_writes_its_table_figure_and_claim_and_resumes(monkeypatch, tmp_path):
+    from training.reproduce import mmoe
+
+    monkeypatch.setitem(mmoe.PROFILES, "quick", {"runs": 2, "epochs": 1})
+    monkeypatch.setattr(mmoe, "TRAIN", 256)
+    monkeypatch.setattr(mmoe, "TEST", 128)
+    monkeypatch.setattr(mmoe, "CORRELATIONS", (0.5, 1.0))
+    monkeypatch.setattr(mmoe, "EXTRA_MODELS", ())
+    results = mmoe.reproduce("quick", tmp_path, log=lambda m: None)
+    assert {"report.md", "results.json", "curves.png", "manifest.json"} <= {p.name for p in tmp_path.iterdir()}
+    cells = {r["setting"]: r for r in results["rows"] if r["metric"].startswith("final_test_loss")}
+    assert cells["p=0.5 mmoe"]["runs"] == 2 and cells["p=0.5 mmoe"]["paper"] is None
+    # The gap is the paired difference of the two models' final test losses.
+    runs = {m: [json.loads(p.read_text())["test_loss"][-1]
+                for p in sorted((tmp_path / "runs" / f"p=0.5_{m}").glob("run-*.json"))]
+            for m in ("shared_bottom", "mmoe")}
+    assert cells["p=0.5 shared_bottom - mmoe"]["ours"] == pytest.approx(
+        np.mean(np.subtract(runs["shared_bottom"], runs["mmoe"])))
+    assert results["claim_holds"] in (True, False) and results["claim_holds_on_test_loss"] in (True, False)
+    assert "The claim" in (tmp_path / "report.md").read_text()
+    # Started again, every run is found: nothing trains.
+    monkeypatch.setattr(mmoe, "train_run", lambda *a: pytest.fail("a finished run was trained again"))
+    assert mmoe.reproduce("quick", tmp_path, log=lambda m: None)["rows"] == results["rows"]

@@ -25,8 +25,15 @@ def _example(name):
         fine = np.maximum(y["mnist"], y["fashion_mnist"])
         return ({"tasks": {"fine": 10, "coarse": 4}, "input_shape": (28, 28, 1), "conv_filters": ((8, 8), (16,)),
                  "head_units": (32, 16, 16), "batch_norm_momentum": 0.9}, (x, {"fine": fine, "coarse": fine // 3}))
-    if name == "mtan":  # batch norms quick to follow a short run
-        return {"tasks": TASKS, "input_shape": (28, 28, 1), "batch_norm_momentum": 0.9}, (x, y)
+    # The general architectures narrower than their defaults, and MTAN's batch norms quick
+    # to follow a short run.
+    narrow = {"mtan": {"filters": (8, 16), "batch_norm_momentum": 0.9},
+              "cross_stitch": {"filters": (8, 16), "units": (32,)},
+              "mmoe": {"experts": 4, "expert_filters": (8, 16)}, "omoe": {"experts": 4, "expert_filters": (8, 16)},
+              "dselect_k": {"experts": 4, "expert_filters": (8, 16)}, "cgc": {"expert_filters": (8, 16)},
+              "ple": {"expert_filters": (8, 16)}}
+    if name in narrow:
+        return {"tasks": TASKS, "input_shape": (28, 28, 1), **narrow[name]}, (x, y)
     if name == "allconv":  # the joint output learns the zero-padded joint label
         y = {**y, "joint": np.where(y["mnist"] >= 0, y["mnist"], 10 + y["fashion_mnist"])}
     return {"tasks": TASKS, "input_shape": (28, 28, 1)}, (x, y)

@@ -30,8 +30,8 @@ from mtl_tf.data import load_hierarchy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from mtl_tf.tasks import Task
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, read_history, versions,
-    write_json,
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, read_history, run_settings,
+    versions, write_json,
 )
 from training.trainer import Trainer
 from zoo.coarse_fine import ARCHITECTURES, CONV_FILTERS, HEAD_UNITS
@@ -191,20 +191,11 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     chosen = [s for s in settings() if s.data in present and (only is None or s.name in only)]
     log(f"paper 004, profile {profile}: {len(chosen)} settings x {runs} runs x {limits['epochs']} epochs "
         f"into {workdir.out} (data: {', '.join(DATASETS[d] for d in present)})")
-    found = {}
-    for setting in settings():
-        found[setting.name] = []
-        for run in range(runs):
-            record = workdir.finished(setting.name, run)
-            if record is None and setting in chosen:
-                log(f"[{chosen.index(setting) + 1}/{len(chosen)}] {setting.name}, run {run + 1}/{runs}")
-                record = train_run(setting, run, seed * 1000 + run, profile, workdir, seed, log)
-                workdir.save_run(setting.name, run, record)
-                log(f"    held-out fine {record['held_out_fine_accuracy']:.4f}, coarse "
-                    f"{record['held_out_coarse_accuracy']:.4f} ({record['seconds']:.0f} s)")
-            if record is not None:
-                found[setting.name].append(record)
-    workdir.touch()
+    by_name = {s.name: s for s in settings()}
+    found = run_settings(
+        workdir, list(by_name), runs, [s.name for s in chosen],
+        lambda name, run: train_run(by_name[name], run, seed * 1000 + run, profile, workdir, seed, log),
+        lambda r: f"held-out fine {r['held_out_fine_accuracy']:.4f}, coarse {r['held_out_coarse_accuracy']:.4f}", log)
     results = summarise(found, profile, runs, seed, present, workdir.wall_seconds)
     write_json(workdir.out / "results.json", results)
     plot_curves(found, workdir.out / "curves.png")

@@ -163,6 +163,27 @@ class Workdir:
         return sum(s["seconds"] for s in self.manifest["sittings"])
 
 
+def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=False):
+    """The loop every reproduction runs: for each setting of `names` and each run, the
+    record a sitting left, or, for the settings in `chosen`, `train(name, run)`, saved as
+    soon as it ends; `describe(record)` is its log line. `by_run` goes run by run across
+    the settings, so an interrupted table has every setting's first runs. Returns
+    {name: [records]} in run order."""
+    found = {name: [] for name in names}
+    order = [(n, r) for r in range(runs) for n in names] if by_run else [(n, r) for n in names for r in range(runs)]
+    for name, run in order:
+        record = workdir.finished(name, run)
+        if record is None and name in chosen:
+            log(f"[{chosen.index(name) + 1}/{len(chosen)}] {name}, run {run + 1}/{runs}")
+            record = train(name, run)
+            workdir.save_run(name, run, record)
+            log(f"    {describe(record)} ({record['seconds']:.0f} s)")
+        if record is not None:
+            found[name].append(record)
+    workdir.touch()
+    return found
+
+
 def default_records(name, profile):
     """Where the full profile's records are committed, when run from the repository
     (`docs/results` exists): `docs/results/records/NAME-full`. Other profiles keep none."""
