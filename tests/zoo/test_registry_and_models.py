@@ -42,10 +42,11 @@ def _example(name):
 # Named variants of one builder (`evolving_dae`'s NN_K, five of `coarse_fine`'s six
 # architectures, OMoE of MMoE's, CGC of PLE's) run in the slow suite; the default one
 # builds each builder (`coarse_fine` builds independent nets) and the variant with a
-# shared trunk and a concatenation.
+# shared trunk and a concatenation. Cross-stitch and MTAN, the slowest to train, too
+# (their own tests check their layers in the default suite).
 SLOW = {f"evolving_dae_nn{k}" for k in range(1, 5)} | {
     f"coarse_fine_{a}" for a in ("independent", "shared", "reuse_coarse", "reuse_fine", "shared_reuse_fine")} | {
-    "omoe", "cgc"}
+    "omoe", "cgc", "cross_stitch", "mtan"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
