@@ -31,7 +31,7 @@ def _example(name):
               "cross_stitch": {"filters": (8, 16), "units": (32,)},
               "mmoe": {"experts": 4, "expert_filters": (8, 16)}, "omoe": {"experts": 4, "expert_filters": (8, 16)},
               "dselect_k": {"experts": 4, "expert_filters": (8, 16)}, "cgc": {"expert_filters": (8, 16)},
-              "ple": {"expert_filters": (8, 16)}}
+              "ple": {"expert_filters": (8, 16)}, "learning_to_branch": {"filters": (8, 16), "units": (32,)}}
     if name in narrow:
         return {"tasks": TASKS, "input_shape": (28, 28, 1), **narrow[name]}, (x, y)
     if name == "allconv":  # the joint output learns the zero-padded joint label
