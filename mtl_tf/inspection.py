@@ -15,6 +15,11 @@ import keras
 import numpy as np
 
 
+def is_entry(key):
+    """Whether log entry `key` is one of `Inspection`'s (the progress bar leaves them out)."""
+    return (key.startswith("gate") and "_expert_" in key) or (key.startswith("stitch_") and "_from_" in key)
+
+
 class Inspection:
     """The gates and cross-stitch units of `model` (none: `active` is False)."""
 

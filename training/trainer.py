@@ -38,7 +38,7 @@ from mtl_tf.gradients import (
     unflatten,
 )
 from mtl_tf.graph_cut import find_parts
-from mtl_tf.inspection import Inspection
+from mtl_tf.inspection import Inspection, is_entry
 from mtl_tf.tasks import Task, as_tasks
 from training.data import as_labels, check_arrays, epoch_dataset
 
@@ -754,9 +754,9 @@ class Trainer:
 
     def _loop(self, callbacks, start, end, steps, iterator, validation_data, batch_size, verbose, x):
         history, final = keras.callbacks.History(), _FinalLogs()
-        callbacks += [history, final]
+        callbacks += [history, final] + ([_Progbar()] if verbose > 0 else [])
         callback_list = keras.callbacks.CallbackList(
-            callbacks, add_history=False, add_progbar=verbose > 0, model=self.model,
+            callbacks, add_history=False, add_progbar=False, model=self.model,
             verbose=verbose, epochs=end, steps=steps)
         self._callback_list = callback_list  # `replace_model` hands the callbacks the new model
         writers = self._summary_writers()
@@ -898,6 +898,17 @@ class _FinalLogs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.logs = dict(logs or {})
+
+
+class _Progbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar without the gate and cross-stitch entries (dozens of them on
+    a mixture of experts), which the history, CSV and TensorBoard keep."""
+
+    def _update_progbar(self, batch, logs=None):
+        super()._update_progbar(batch, {k: v for k, v in (logs or {}).items() if not is_entry(k)})
+
+    def _finalize_progbar(self, logs):
+        super()._finalize_progbar({k: v for k, v in (logs or {}).items() if not is_entry(k)})
 
 
 class _RunningTotals:

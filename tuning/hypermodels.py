@@ -407,19 +407,23 @@ class CoarseFineHyperModel(MultiTaskHyperModel):
 
 class ArchitecturesHyperModel(MultiTaskHyperModel):
     """The field's general architectures as one search space: `architecture` (hard
-    sharing, MMoE, OMoE, CGC, PLE, DSelect-k, Cross-stitch, MTAN), then each one's own
-    knobs under it: the experts' count and width, the towers' width (the mixtures),
-    CGC's and PLE's shared and task experts and PLE's levels, DSelect-k's k and gate,
-    Cross-stitch's and MTAN's widths. Conv experts and backbones on images; the conv
-    widths stay the builders' defaults.
+    sharing, MMoE, OMoE, CGC, PLE, DSelect-k, Cross-stitch, MTAN, Learning to Branch),
+    then each one's own knobs under it: the experts' count and width, the towers' width
+    (the mixtures), CGC's and PLE's shared and task experts and PLE's levels, DSelect-k's
+    k and gate, Cross-stitch's, MTAN's and Learning to Branch's widths, and the branching
+    logits' scale. Conv experts and backbones on images; the conv widths stay the
+    builders' defaults. A Learning to Branch trial trains its search network under
+    `BranchSearch` (one warm-up epoch) and is scored on its most probable tree in place,
+    not retrained.
 
     Args:
-        architectures: the names to search. Defaults to all eight.
+        architectures: the names to search. Defaults to all nine.
         Others as `MultiTaskHyperModel`'s.
     """
 
     family = "architectures"
-    ARCHITECTURES = ("hard_sharing", "mmoe", "omoe", "cgc", "ple", "dselect_k", "cross_stitch", "mtan")
+    ARCHITECTURES = ("hard_sharing", "mmoe", "omoe", "cgc", "ple", "dselect_k", "cross_stitch", "mtan",
+                     "learning_to_branch")
     MIXTURES = ("mmoe", "omoe", "cgc", "ple", "dselect_k")
 
     def __init__(self, tasks, input_shape, architectures=None, **kwargs):
@@ -453,14 +457,27 @@ class ArchitecturesHyperModel(MultiTaskHyperModel):
         k = under(["dselect_k"], lambda: hp.Int("dselect_k", 1, 2, default=2))
         kwargs["gate"] = under(["dselect_k"], lambda: hp.Choice("dselect_gate", ["per_example", "static"],
                                                                 default="per_example"))
-        units = under(["hard_sharing", "cross_stitch"], lambda: hp.Choice("units", [64, 128, 256], default=128))
+        units = under(["hard_sharing", "cross_stitch", "learning_to_branch"],
+                      lambda: hp.Choice("units", [64, 128, 256], default=128))
+        kwargs["logit_scale"] = under(["learning_to_branch"], lambda: hp.Choice("logit_scale", [1.0, 5.0, 10.0],
+                                                                                default=5.0))
         kwargs["head_units"] = under(["mtan"], lambda: (hp.Choice("mtan_head_units", [32, 64], default=64),))
         if architecture in ("mmoe", "omoe", "dselect_k"):
             kwargs["experts"] = experts
         if architecture == "dselect_k":
             kwargs["k"] = min(k, experts)
-        if architecture in ("hard_sharing", "cross_stitch"):
+        if architecture in ("hard_sharing", "cross_stitch", "learning_to_branch"):
             kwargs["units"] = (units,)
+        if architecture == "learning_to_branch":
+            kwargs["seed"] = self.seed
         if architecture == "hard_sharing" and len(self.input_shape) == 1:
             kwargs["trunk"] = "dense"
         return zoo.build(architecture, tasks=list(self.tasks), input_shape=self.input_shape, **kwargs)
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        """The Trainer's fit, with Learning to Branch's schedule on its search network."""
+        from training.learning_to_branch import BranchSearch
+
+        if hp.values["architecture"] == "learning_to_branch":
+            callbacks = [BranchSearch(warmup=1, verbose=False), *(callbacks or [])]
+        return super().fit(hp, model, *args, callbacks=callbacks, **kwargs)

@@ -110,18 +110,20 @@ def tree_of(model):
     """The most probable tree of a search network: {task: (node of layer 0, node of layer
     1, ...)}, each task's path from its head's parent down to the input."""
     units = {layer.name: layer for layer in branch_units(model)}
-    heads = [f"branch_head_{task}" for task in model.output]
-    if not all(h in units for h in heads):
+    layers = {int(layer.name.split("_")[1]) for layer in model.layers if layer.name.startswith("node_")}
+    if not units or not layers or any(layer.name.startswith("branch_") and not isinstance(layer, GumbelBranch)
+                                      for layer in model.layers):
         raise ValueError(f"Model {model.name!r} is not a Learning to Branch search network (it has no "
-                         f"`branch_head_<task>` units).")
-    depth = len(units) - len(heads) + 1
+                         f"GumbelBranch units).")
+
+    def parent(name, child):  # a layer of one node has no unit: its children read node 0
+        return int(ops.argmax(units[name].logits[child])) if name in units else 0
+
     tree = {}
-    for task, head in zip(model.output, heads):
-        node = int(ops.argmax(units[head].logits[0]))
-        path = [node]
-        for i in range(depth - 1, 0, -1):
-            node = int(ops.argmax(units[f"branch_{i}"].logits[node]))
-            path.append(node)
+    for task in model.output:
+        path = [parent(f"branch_head_{task}", 0)]
+        for i in range(max(layers), 0, -1):
+            path.append(parent(f"branch_{i}", path[-1]))
         tree[task] = tuple(reversed(path))
     return tree
 
@@ -152,11 +154,13 @@ def check_tree(tree, task_names, depth):
 
 @register("learning_to_branch")
 def learning_to_branch(tasks, input_shape, network=None, filters=(32, 64), units=(128,), nodes=None, tree=None,
-                       temperature=10.0, logit_scale=1.0, seed=None, dropout=0.0, name="learning_to_branch"):
+                       temperature=10.0, logit_scale=1.0, seed=None, kernel_size=3, padding="same",
+                       batch_norm=False, dropout=0.0, name="learning_to_branch"):
     """Learning to Branch's search network (`tree=None`), or the tree `tree` it found.
 
-    Layer i is a 3x3 conv + max-pool block (`network="conv"`, images) for each of
-    `filters`, then a dense ReLU layer for each of `units` (`"dense"`: dense only). Its
+    Layer i is a conv block (`network="conv"`, images: a `kernel_size` convolution, a
+    batch norm if `batch_norm`, ReLU, 2x2 max pooling) for each of `filters`, then a
+    dense ReLU layer for each of `units` (`"dense"`: dense only). Its
     nodes are `node_<i>_<k>`; each task's head `head_<task>` is one Dense layer (logits).
     Outputs are a dict keyed by task name.
 
@@ -177,6 +181,9 @@ def learning_to_branch(tasks, input_shape, network=None, filters=(32, 64), units
             learning rate of their own, as the re-implementations give them). Defaults
             to `1.0` (LibMTL's: one learning rate).
         seed: int or None. Seeds the Gumbel noise. Defaults to `None`.
+        kernel_size: int. The convolutions' size. Defaults to `3`.
+        padding: `"same"` or `"valid"`. The convolutions' padding. Defaults to `"same"`.
+        batch_norm: bool. A batch norm after each convolution. Defaults to `False`.
         dropout: float. Before each head. Defaults to `0.0`.
         name: str. Defaults to `"learning_to_branch"`.
 
@@ -207,6 +214,8 @@ def learning_to_branch(tasks, input_shape, network=None, filters=(32, 64), units
         raise ValueError(f"`temperature` must be a positive number. Received: temperature={temperature!r}")
     if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not logit_scale > 0:
         raise ValueError(f"`logit_scale` must be a positive number. Received: logit_scale={logit_scale!r}")
+    if padding not in ("same", "valid"):
+        raise ValueError(f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must lie in [0, 1). Received: dropout={dropout!r}")
     paths = None if tree is None else check_tree(tree, [t.name for t in tasks], depth)
@@ -215,8 +224,9 @@ def learning_to_branch(tasks, input_shape, network=None, filters=(32, 64), units
         if i == len(filters) and len(x.shape) > 2:
             x = keras.layers.Flatten(name=f"node_{i}_{k}_flatten")(x)
         if i < len(filters):
-            return keras.Sequential([keras.layers.Conv2D(filters[i], 3, padding="same", activation="relu"),
-                                     keras.layers.MaxPooling2D()], name=f"node_{i}_{k}")(x)
+            block = [keras.layers.Conv2D(filters[i], kernel_size, padding=padding)]
+            block += [keras.layers.BatchNormalization()] if batch_norm else []
+            return keras.Sequential(block + [keras.layers.ReLU(), keras.layers.MaxPooling2D()], name=f"node_{i}_{k}")(x)
         return keras.layers.Dense(units[i - len(filters)], activation="relu", name=f"node_{i}_{k}")(x)
 
     def offset(seed, k):  # each unit draws its own noise
@@ -226,14 +236,17 @@ def learning_to_branch(tasks, input_shape, network=None, filters=(32, 64), units
     x = keras.layers.Reshape((*input_shape, 1))(inputs) if network == "conv" and len(input_shape) == 2 else inputs
     if paths is None:
         layer = [node(0, k, x) for k in range(nodes[0])]
+        def choose(children, parents, k, name):  # one parent: nothing to choose
+            if len(parents) == 1:
+                return parents * children
+            return GumbelBranch(children, float(temperature), offset(seed, k), logit_scale, name=name)(parents)
+
         for i in range(1, depth):
-            unit = GumbelBranch(nodes[i], float(temperature), offset(seed, i), logit_scale, name=f"branch_{i}")
-            layer = [node(i, k, p) for k, p in enumerate(unit(layer))]
+            layer = [node(i, k, p) for k, p in enumerate(choose(nodes[i], layer, i, f"branch_{i}"))]
         # One unit per head: its logits are the task's own, so the last layer's nodes
         # are the graph's cut (every task reads them) and gradient-level strategies
         # combine the tasks' gradients there.
-        features = {t.name: GumbelBranch(1, float(temperature), offset(seed, depth + j), logit_scale,
-                                         name=f"branch_head_{t.name}")(layer)[0] for j, t in enumerate(tasks)}
+        features = {t.name: choose(1, layer, depth + j, f"branch_head_{t.name}")[0] for j, t in enumerate(tasks)}
     else:
         built = {}  # (layer, node) -> output; only the nodes some task's path goes through
         for task in tasks:

@@ -17,10 +17,13 @@ Y = {"a": RNG.integers(0, 3, 300), "b": RNG.integers(0, 2, 300)}
 
 
 @pytest.mark.parametrize("name", ["mmoe", "dselect_k"])
-def test_each_gates_mean_weight_per_expert_is_logged_every_epoch(name, tmp_path):
+def test_each_gates_mean_weight_per_expert_is_logged_every_epoch(name, tmp_path, capsys):
+    """In the history, the CSV and the plot; not on the progress line."""
     keras.utils.set_random_seed(0)
     model = zoo.build(name, tasks={"a": 3, "b": 2}, input_shape=(10,), experts=4)
-    history = Trainer(model, run_dir=tmp_path).fit(X, Y, epochs=2, batch_size=50, verbose=0).history
+    history = Trainer(model, run_dir=tmp_path).fit(X, Y, epochs=2, batch_size=50, verbose=2).history
+    shown = capsys.readouterr().out
+    assert "a_loss" in shown and "_expert_" not in shown
     for task in "ab":
         gate = keras.Model(model.input, model.get_layer(f"gate_{task}").output)
         want = np.asarray(gate(X[:256])).mean(axis=0)  # the first 256 training inputs

@@ -290,6 +290,7 @@ def test_methods_defined_for_three_tasks_or_more_are_offered_only_then():
     ("ple", {"levels": 3, "shared_experts": 2, "task_experts": 2}, {}),
     ("dselect_k", {"experts": 2, "dselect_k": 2, "dselect_gate": "static"}, {}),
     ("cross_stitch", {"units": 64}, {}),
+    ("learning_to_branch", {"units": 64, "logit_scale": 10.0}, {}),
 ])
 def test_each_architectures_own_hyperparameters_reach_its_builder(architecture, values, arguments):
     hypermodel = tuning.hypermodel("architectures", tasks={"a": 2, "b": 3}, input_shape=(8,))
@@ -308,6 +309,8 @@ def test_each_architectures_own_hyperparameters_reach_its_builder(architecture, 
         assert (gate.k, gate.gate) == (2, "static")
     if architecture == "cross_stitch":
         assert model.get_layer("a_dense_0").units == 64
+    if architecture == "learning_to_branch":  # input (8,): one dense layer, a unit per head
+        assert model.get_layer("node_0_0").units == 64 and model.get_layer("branch_head_a").logit_scale == 10.0
     # Without a graph cut (Cross-stitch), no strategy that needs one is offered.
     assert "db_mtl" not in hypermodel.weightings
     assert "db_mtl" in tuning.hypermodel("architectures", tasks={"a": 2, "b": 3}, input_shape=(8,),

@@ -95,17 +95,20 @@ def test_a_draw_passes_one_parent_on_and_its_gradient_is_the_soft_samples(search
         np.testing.assert_allclose(got_parents[j].numpy(), upstream[pick == j].sum(axis=0), rtol=1e-5, atol=1e-6)
 
 
-def test_the_kept_tree_computes_what_the_search_network_infers():
-    model = _search()
+@pytest.mark.parametrize("nodes", [None, (1, 2, 3)])
+def test_the_kept_tree_computes_what_the_search_network_infers(nodes):
+    """With `nodes` (1, 2, 3) layer 1's two nodes both read layer 0's one: no unit there."""
+    model = _search(nodes=nodes)
     for unit in branch_units(model):
         unit.logits.assign(RNG.normal(size=unit.logits.shape).astype("float32"))
     logits = {u.name: u.logits.numpy() for u in branch_units(model)}
+    assert ("branch_1" in logits) == (nodes is None)
     tree = tree_of(model)
     for task, path in tree.items():  # traced by hand from the heads down
         node = logits[f"branch_head_{task}"][0].argmax()
         want = [node]
         for i in (2, 1):
-            node = logits[f"branch_{i}"][node].argmax()
+            node = logits[f"branch_{i}"][node].argmax() if f"branch_{i}" in logits else 0
             want.append(node)
         assert path == tuple(int(n) for n in reversed(want))
     kept = zoo.build("learning_to_branch", tasks=TASKS, input_shape=(6,), units=(5, 4, 4), tree=tree)

@@ -1,5 +1,7 @@
 """Paper 002 (Selective Sharing) on MNIST: the STL baseline, the MTL baseline and Selective
-Sharing with each criterion; then the same protocol on Fashion-MNIST and the letters.
+Sharing with each criterion; then the same protocol on Fashion-MNIST and the letters. Beside
+them (`paper` null), the zoo's other learned structure, Learning to Branch, in the same
+search space (see `LTB`).
 
 Protocol (section 4): `train50k` / `val10k` / `test` (Fashion-MNIST and the letters: the
 first 50,000 / last 10,000 of their training sets, and their test sets); pixels / 255, no
@@ -22,6 +24,7 @@ from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
     Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, versions, write_json,
 )
+from training.learning_to_branch import BranchSearch, format_tree
 from training.selective_sharing import CRITERIA, SelectiveSharing
 from training.trainer import Trainer
 from zoo.selective_sharing import groups_of, one_vs_all_tasks, predict_digits
@@ -42,7 +45,17 @@ CLASS_NAMES = {
                       "sneaker", "bag", "boot"],
     "letters": list("ABCDEFGHIJ"),
 }
-METHODS = ("stl", "mtl") + CRITERIA
+METHODS = ("stl", "mtl") + CRITERIA + ("learning_to_branch",)
+# Learning to Branch (Guo et al., ICML 2020) over Selective Sharing's layers (5x5 valid
+# convolutions of 20 and 40 filters with batch norm, the shared 640-unit layer, branches of
+# 100 then 50 units): one node up to the shared layer, then 10 nodes at each branch layer,
+# so its trees range from the MTL baseline's ten branches to one. It searches for the
+# profile's epochs (the first a warm-up of uniform draws), then the most probable tree is
+# trained from scratch for as many: twice the epochs of a Selective Sharing run. The SGD's
+# learning rate of 0.02 is too slow for the branching logits: scaled by 5, they learn at
+# 25 times it.
+LTB = {"nodes": (1, 1, 1, 10, 10), "logit_scale": 5.0, "warmup": 1}
+GROUPING = CRITERIA + ("learning_to_branch",)  # the methods whose runs end with groups
 PAPER_ACCURACY = {("mnist", "similarity"): 0.990}
 PAPER_GROUPS = [["2", "3", "5"], ["6", "8", "9"]]
 
@@ -108,8 +121,12 @@ def train_run(setting, run_seed, epochs, train_size, log=None):
         tasks, labels = None, {"digit": y}
     else:
         tasks = one_vs_all_tasks(names)
-        model = zoo.build("selective_sharing", tasks=tasks)
         labels = {n: (y == c).astype("int64") for c, n in enumerate(names)}
+        if setting.method == "learning_to_branch":
+            model = zoo.build("learning_to_branch", nodes=LTB["nodes"], logit_scale=LTB["logit_scale"],
+                              seed=run_seed, **_branch_layers(tasks))
+        else:
+            model = zoo.build("selective_sharing", tasks=tasks)
     trainer = Trainer(model, tasks=tasks, seed=run_seed,
                       optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM))
     callbacks = [ClassAccuracy({"val": (xv, yv), "test": (xt, yt)}, names)]
@@ -122,6 +139,8 @@ def train_run(setting, run_seed, epochs, train_size, log=None):
             f"val {logs['val_class_accuracy']:.4f}, test {logs['test_class_accuracy']:.4f}"
             + (f", {int(logs['branches'])} branches" if "branches" in logs else ""))))
     start = time.time()
+    if setting.method == "learning_to_branch":
+        return _branch_run(setting, run_seed, epochs, trainer, (x, labels), callbacks, start)
     history = trainer.fit(x, labels, epochs=epochs, batch_size=BATCH_SIZE, callbacks=callbacks,
                           verbose=0).history
     seconds = time.time() - start
@@ -183,8 +202,40 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     return results
 
 
+def _branch_layers(tasks):
+    return dict(tasks=tasks, input_shape=(28, 28, 1), filters=(20, 40), kernel_size=5, padding="valid",
+                batch_norm=True, units=(640, 100, 50))
+
+
+def _branch_run(setting, run_seed, epochs, trainer, train, callbacks, start):
+    """Learning to Branch: the search on `trainer`, then its most probable tree trained
+    from scratch by a trainer of the same optimizer, data and callbacks."""
+    search = BranchSearch(warmup=LTB["warmup"], verbose=False)
+    trainer.fit(*train, epochs=epochs, batch_size=BATCH_SIZE, callbacks=[search, *callbacks], verbose=0)
+    search_seconds = time.time() - start
+    keras.utils.set_random_seed(run_seed)
+    tasks = trainer.tasks
+    model = zoo.build("learning_to_branch", tree=search.tree, **_branch_layers(tasks))
+    kept = Trainer(model, tasks=tasks, seed=run_seed, optimizer=keras.optimizers.SGD(LEARNING_RATE, momentum=MOMENTUM))
+    history = kept.fit(*train, epochs=epochs, batch_size=BATCH_SIZE, callbacks=callbacks, verbose=0).history
+    val, test = np.asarray(history["val_class_accuracy"]), np.asarray(history["test_class_accuracy"])
+    chosen = int(np.argmax(val))
+    groups = {}
+    for task, path in search.tree.items():  # tasks on one last-layer node share their whole branch
+        groups.setdefault(path[-1], []).append(task)
+    return {
+        "setting": setting.name, "run_seed": run_seed, "epochs": epochs, "seconds": round(time.time() - start, 2),
+        "search_seconds": round(search_seconds, 2), "params": int(model.count_params()),
+        "test_accuracy": float(test[chosen]), "chosen_epoch": chosen + 1,
+        "test_accuracy_last_epoch": float(test[-1]), "branches": len(groups), "groups": list(groups.values()),
+        "tree": {t: list(p) for t, p in search.tree.items()}, "tree_text": format_tree(search.tree),
+        "history": {k: [round(float(v), 5) for v in history[k]] for k in ("loss", "val_class_accuracy",
+                                                                          "test_class_accuracy")},
+    }
+
+
 RUN_FIELDS = ("run_seed", "test_accuracy", "chosen_epoch", "test_accuracy_last_epoch", "params",
-              "branches", "groups", "lock_epoch", "seconds", "grouping_seconds")
+              "branches", "groups", "lock_epoch", "seconds", "grouping_seconds", "search_seconds", "tree_text")
 
 
 def summarise(found, profile, runs, seed, epochs, train_size, wall_seconds):
@@ -270,19 +321,22 @@ def render_report(results, found):
             acc = _cell(results, s, "test_accuracy")
             paper = acc["paper"]
             diff = "-" if paper is None or acc["ours"] is None else f"{acc['ours'] - paper:+.4f}"
-            label = {"stl": "STL baseline", "mtl": "MTL baseline"}.get(method, f"Selective Sharing - {method}")
+            label = {"stl": "STL baseline", "mtl": "MTL baseline", "learning_to_branch":
+                     "Learning to Branch (search, then its tree retrained)"}.get(method, f"Selective Sharing - {method}")
             lines.append(f"| {label} | {_fmt(acc)} | {'-' if paper is None else f'{paper:.3f}'} | {diff} | "
                          f"{_fmt(_cell(results, s, 'params'), 0)} | {_fmt(_cell(results, s, 'lock_epoch'), 1)} | "
                          f"{_fmt(_cell(results, s, 'branches'), 1)} |")
         lines += ["", "Groups formed (tasks sharing a branch at the end, per run):", ""]
-        for method in CRITERIA:
+        for method in GROUPING:
             runs = found.get(Setting(data, method).name, [])
             for i, r in enumerate(runs):
                 shared = [g for g in _named(r["groups"], data) if len(g) > 1]
+                when = (f"search {r['search_seconds']:.0f} s of {r['seconds']:.0f} s" if "search_seconds" in r
+                        else f"lock epoch {r['lock_epoch']}; {r['seconds']:.0f} s")
                 lines.append(f"- {method}, run {i + 1}: " + (", ".join(
-                    "{" + ", ".join(g) + "}" for g in shared) or "none") + f" (lock epoch {r['lock_epoch']}; "
+                    "{" + ", ".join(g) + "}" for g in shared) or "none") + f" ({when}; "
                     f"test {r['test_accuracy']:.4f} at epoch {r['chosen_epoch']}, chosen on validation, "
-                    f"{r['test_accuracy_last_epoch']:.4f} at the last; {r['seconds']:.0f} s)")
+                    f"{r['test_accuracy_last_epoch']:.4f} at the last)")
         if data == "mnist":
             lines.append("- paper (similarity): {2, 3, 5}, {6, 8, 9}")
         lines.append("")
@@ -298,14 +352,14 @@ def plot_groups(found, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(DATASETS), len(CRITERIA) + 1, figsize=(3.2 * (len(CRITERIA) + 1),
-                                                                        3.2 * len(DATASETS)))
+    columns = len(GROUPING) + 1
+    fig, axes = plt.subplots(len(DATASETS), columns, figsize=(3.2 * columns, 3.2 * len(DATASETS)))
     for row, data in enumerate(DATASETS):
         names = CLASS_NAMES[data]
-        panels = [(c, [r["groups"] for r in found.get(Setting(data, c).name, [])]) for c in CRITERIA]
+        panels = [(c, [r["groups"] for r in found.get(Setting(data, c).name, [])]) for c in GROUPING]
         if data == "mnist":
             panels.append(("paper (similarity)", [[[f"digit_{d}" for d in g] for g in PAPER_GROUPS]]))
-        for column in range(len(CRITERIA) + 1):
+        for column in range(columns):
             ax = axes[row, column]
             if column >= len(panels):
                 ax.axis("off")
