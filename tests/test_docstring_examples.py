@@ -11,12 +11,14 @@ import mtl_tf.tasks
 import zoo
 import training
 import training.selective_sharing
+import zoo.learning_to_branch
 import zoo.selective_sharing
 
 OBJECTS = [mtl_tf.data.load_numpy, mtl_tf.data.load, mtl_tf.data.pool, mtl_tf.data.safe_unpickle,
            mtl_tf.tasks.Task, mtl_tf.export.save, zoo.build, zoo.hard_sharing.hard_sharing,
            training.Trainer, zoo.selective_sharing.selective_sharing,
-           zoo.selective_sharing.selective_sharing_stl, training.selective_sharing.SelectiveSharing]
+           zoo.selective_sharing.selective_sharing_stl, training.selective_sharing.SelectiveSharing,
+           zoo.learning_to_branch.learning_to_branch]
 
 
 @pytest.mark.parametrize("obj", OBJECTS, ids=lambda o: o.__qualname__)

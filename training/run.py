@@ -2,7 +2,9 @@
 nets, on a coarse/fine data set), export it, predict with it.
 
 A run directory holds `config.json` (enough to rebuild the model), `checkpoints/`,
-`history.csv` and `tensorboard/`; `mtl-tf train` with the same run directory resumes.
+`history.csv` and `tensorboard/`; `mtl-tf train` with the same run directory resumes. A
+Learning to Branch search network trains under `BranchSearch`, and its run directory also
+gets `tree.json`, the most probable tree (`--model-option tree=<it>` trains it alone).
 """
 
 import contextlib
@@ -117,13 +119,19 @@ def _check_run_dir(run_dir, config, chief):
 def _train(config, run_dir, distribution, chief, callbacks, verbose, x=None, y=None):
     import keras
 
+    from training.learning_to_branch import BranchSearch
     from training.trainer import Trainer
+    from zoo.learning_to_branch import branch_units, tree_of
 
     task_names, hierarchy, seed = config["tasks"], config.get("hierarchy"), config["seed"]
     limit, epochs, batch_size = config["limit"], config["epochs"], config["batch_size"]
     keras.utils.set_random_seed(seed)
     with distribution.scope() if distribution else contextlib.nullcontext():
         model = build_model(config)
+    search = None
+    if branch_units(model):  # a Learning to Branch search network: anneal it, keep its tree
+        search = BranchSearch()
+        callbacks = [*callbacks, search]
     if hierarchy is None:
         x, y = pooled_arrays(task_names, "train", limit, seed)
         x_test, y_test = pooled_arrays(task_names, "test")
@@ -144,6 +152,8 @@ def _train(config, run_dir, distribution, chief, callbacks, verbose, x=None, y=N
     history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
                           validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
     test = trainer.evaluate((x_test, y_test))
+    if chief and search is not None:  # train it alone with --model-option tree=<this>
+        atomic_write_bytes(run_dir / "tree.json", json.dumps(tree_of(trainer.model)).encode())
     if chief:
         atomic_write_bytes(run_dir / "test_metrics.json", json.dumps(
             {**test, "train_seconds": time.time() - start}, indent=2).encode())

@@ -356,3 +356,22 @@ def test_train_a_coarse_fine_net_on_a_hierarchy_then_resume_and_export(tmp_path)
     assert out["fine"].shape == (200, 10) and out["coarse"].shape == (200, 4)
     assert np.mean(fine == labels[:200]) > 0.5
     assert np.mean(fashion_coarse_labels(fine) == coarse) > 0.7  # the two heads mostly agree
+
+
+def test_a_learning_to_branch_search_writes_its_tree_and_the_tree_trains_alone(tmp_path, monkeypatch, capsys):
+    search, kept = tmp_path / "search", tmp_path / "kept"
+    common = ["--tasks", "mnist,fashion_mnist", "--limit", "2000", "--batch-size", "64", "--epochs", "3",
+              "--model-option", "network=dense", "--model-option", "units=[32,16]"]
+    code, err, out = _main(["train", "learning_to_branch", "--run-dir", search, *common], tmp_path, monkeypatch,
+                           capsys)
+    assert code == 0, err[-3000:]
+    assert "most probable tree" in out
+    tree = json.loads((search / "tree.json").read_text())
+    assert sorted(tree) == ["fashion_mnist", "mnist"] and all(len(p) == 2 for p in tree.values())
+    history = (search / "history.csv").read_text().splitlines()
+    assert "temperature" in history[0] and len(history) == 4
+    code, err, _ = _main(["train", "learning_to_branch", "--run-dir", kept, *common, "--model-option",
+                          f"tree={json.dumps(tree)}"], tmp_path, monkeypatch, capsys)
+    assert code == 0, err[-3000:]
+    assert not (kept / "tree.json").exists()  # a kept tree has nothing left to search
+    assert json.loads((kept / "test_metrics.json").read_text())["mnist_accuracy"] > 0.5
