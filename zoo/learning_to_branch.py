@@ -111,8 +111,7 @@ def tree_of(model):
     1, ...)}, each task's path from its head's parent down to the input."""
     units = {layer.name: layer for layer in branch_units(model)}
     layers = {int(layer.name.split("_")[1]) for layer in model.layers if layer.name.startswith("node_")}
-    if not units or not layers or any(layer.name.startswith("branch_") and not isinstance(layer, GumbelBranch)
-                                      for layer in model.layers):
+    if not units or not layers:
         raise ValueError(f"Model {model.name!r} is not a Learning to Branch search network (it has no "
                          f"GumbelBranch units).")
 

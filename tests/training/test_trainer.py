@@ -170,14 +170,16 @@ def test_a_killed_run_resumes_to_the_same_weights(tmp_path, name):
 
 # The general architectures, dense experts and backbones to keep them quick (slow suite).
 ARCHITECTURES = {"mmoe": {"expert": "dense"}, "ple": {"expert": "dense"}, "dselect_k": {"expert": "dense"},
-                 "mtan": {"backbone": "dense"}, "cross_stitch": {"network": "dense", "units": [32, 16]}}
+                 "mtan": {"backbone": "dense"}, "cross_stitch": {"network": "dense", "units": [32, 16]},
+                 "learning_to_branch": {"network": "dense", "units": [32, 16], "seed": 0}}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_a_killed_run_of_each_architecture_resumes_to_the_same_weights(tmp_path, name):
     """SIGKILL mid-epoch 3 of a run with MGDA at the graph cut (Cross-stitch: in parameter
-    mode); the resumed run ends bit for bit where an uninterrupted one does."""
+    mode); the resumed run ends bit for bit where an uninterrupted one does (Learning to
+    Branch's search network: its Gumbel draws too)."""
     import json
 
     env = {**os.environ, "WEIGHTING": "mgda", "MODEL": json.dumps({"name": name, **ARCHITECTURES[name]})}
