@@ -29,7 +29,8 @@ from mtl_tf.graph_cut import GraphCut
 from training import Trainer
 
 OUT = Path(__file__).resolve().parent
-ARCHITECTURES = ("hard_sharing", "mmoe", "omoe", "cgc", "ple", "dselect_k", "cross_stitch", "mtan")
+ARCHITECTURES = ("hard_sharing", "mmoe", "omoe", "cgc", "ple", "dselect_k", "cross_stitch", "mtan",
+                 "learning_to_branch")
 GOAL = 1.3  # the issue's: per-task gradients at the cut on MMoE, T = 8
 
 
@@ -56,7 +57,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--names", default=None, help="comma-separated architectures (default: all)")
+    parser.add_argument("--names", default=None, help="comma-separated architectures (default: all); the "
+                        "record keeps the other architectures' rows (each row's ratios are its own run's)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     names = args.names.split(",") if args.names else list(ARCHITECTURES)
@@ -76,6 +78,9 @@ def main(argv=None):
             rows.append(row)
             print(json.dumps(row), flush=True)
     out = Path(args.out)
+    if args.names and (out / "architectures.json").exists():
+        kept = [r for r in json.loads((out / "architectures.json").read_text())["rows"] if r["architecture"] not in names]
+        rows = sorted(kept + rows, key=lambda r: (r["tasks"], ARCHITECTURES.index(r["architecture"])))
     record = {"batch": args.batch, "steps": args.steps, "epochs": args.epochs, "rows": rows}
     (out / "architectures.json").write_text(json.dumps(record, indent=1))
     lines = ["# Architectures: step time, and the cost of per-task gradients at the graph cut", "",

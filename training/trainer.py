@@ -1,4 +1,5 @@
-"""The Trainer: one compiled tf.GradientTape step for every device layout.
+"""The Trainer: the compiled loop around one tf.GradientTape step (`training.step`) for
+every device layout.
 
 Keras 3's `fit()` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the
 loop is ours, kept small and built from Keras's own pieces: `CallbackList` (so
@@ -6,12 +7,8 @@ EarlyStopping, CSVLogger, keras-tuner's callbacks work unchanged), `Progbar` thr
 CallbackList, and a `History`. The step runs through `strategy.run` inside `tf.function`
 on one device, under MirroredStrategy and under MultiWorkerMirroredStrategy alike.
 
-Per step: the per-task masked losses under a tape; then either one backward pass of the
-weighting strategy's total loss (loss-level strategies), or per-task gradients at the
-shared representation (or at every shared weight) combined by the strategy, sent into
-the trunk with `output_gradients`, and the heads' own gradients from the same backward
-pass (gradient-level strategies). Models not made of a trunk and heads get one backward
-pass per task instead, combined over the variables several tasks share.
+The step itself (`training.step.MultiTaskStep`) is what a Keras model's `train_step`
+runs too; the Trainer adds the data, the epochs, the checkpoints and the callbacks.
 """
 
 import csv
@@ -30,21 +27,14 @@ import tensorflow as tf
 from mtl_tf import weighting as weighting_lib
 from mtl_tf.data.paths import atomic_write_bytes
 from mtl_tf.errors import brief
-from mtl_tf.gradients import (
-    flatten,
-    last_layer_gradients,
-    representation_gradients,
-    shared_gradients,
-    unflatten,
-)
+from mtl_tf.gradients import last_layer_gradients, representation_gradients, shared_gradients
 from mtl_tf.graph_cut import find_parts
 from mtl_tf.inspection import Inspection, is_entry
 from mtl_tf.tasks import Task, as_tasks
 from training.data import as_labels, check_arrays, epoch_dataset
+from training.step import NO_CUT, NON_FINITE, MultiTaskStep, find_model_parts
 
 
-_NO_CUT = ("a layer's weights serve several tasks' own paths, or every layer mixes the tasks, "
-           "as Cross-stitch's")
 
 
 def _first_inputs(x, count=256):
@@ -138,16 +128,15 @@ class Trainer:
         self.update, self.groups = _check_update(update, groups, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
-            self.parts = self._find_parts(model)
+            parts = find_model_parts(model, self.task_names, self.weighting)
             if self.weighting.gradient_state or self.weighting.batch_splits > 1:
-                if self.parts is None:
+                if parts is None:
                     raise ValueError(f"Weighting {self.weighting.name!r} needs a model whose shared "
                                      f"layers are cut off from each task's own ones (it keeps state per "
                                      f"shared weight or splits the batch); model {model.name!r} has no "
-                                     f"such cut ({_NO_CUT}).")
+                                     f"such cut ({NO_CUT}).")
             if self.weighting.gradient_state:
-                self.weighting.build_gradient_state(
-                    sum(int(np.prod(v.shape)) for v in self.parts.shared_variables))
+                self.weighting.build_gradient_state(sum(int(np.prod(v.shape)) for v in parts.shared_variables))
             if self.update == "alternating" and (self.weighting.grad_mode is not None
                                                  or self.weighting.needs_losses_after_step):
                 raise ValueError(f"The alternating update takes a loss-level weighting (a schedule, "
@@ -156,10 +145,11 @@ class Trainer:
             if learning_rate is not None:
                 self.optimizer.learning_rate = learning_rate
             self.optimizer.build(model.trainable_variables + self.weighting.trainable)
+            self.step = MultiTaskStep(model, self.tasks, self.weighting, self.optimizer, self.distribution,
+                                      self.update, self.groups, parts)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self._train_totals = _RunningTotals(len(self.tasks))
             self._eval_totals = _RunningTotals(len(self.tasks))
-        self._capture = None
         self._callback_list = None
         self._restore_hooks = []
         self._restored = False  # run_dir was read (by `restore` or the first `fit`)
@@ -181,16 +171,12 @@ class Trainer:
             if not self._is_chief():
                 folder = self.run_dir / f".worker-{self.distribution.cluster_resolver.task_id}"
             self._manager = tf.train.CheckpointManager(self.checkpoint, str(folder), 3)
-        if self.update == "alternating":
-            self._group_tasks = [[t for i, t in enumerate(self.tasks) if g.numpy()[i]] for g in self.groups]
-            self._group_models = [keras.Model(self.model.inputs, {t.name: self.model.output[t.name] for t in ts})
-                                  for ts in self._group_tasks]
         # No tensor-dependent Python control flow in the steps: AutoGraph is not needed.
         # The training function takes the iterator, whose batch axis is unknown, so the
         # partial last batch does not trace it again; statistics stay in the graph.
-        self._train_function = tf.function(self._on_iterator(self._train_step, self._train_totals),
+        self._train_function = tf.function(self._on_iterator(self.step.train, self._train_totals),
                                            autograph=False)
-        self._eval_function = tf.function(self._on_batch(self._eval_step, self._eval_totals),
+        self._eval_function = tf.function(self._on_batch(self.step.evaluate, self._eval_totals),
                                           autograph=False, reduce_retracing=True)
 
     def replace_model(self, model, carry=()):
@@ -208,7 +194,7 @@ class Trainer:
             if tuple(new.shape) != tuple(old.shape):
                 raise ValueError(f"`carry` pairs variables of different shapes: {new.path} "
                                  f"{tuple(new.shape)} and {old.path} {tuple(old.shape)}.")
-        parts = self._find_parts(model)
+        parts = find_model_parts(model, self.task_names, self.weighting)
         old = self.optimizer
         with self.distribution.scope():
             optimizer = old.__class__.from_config(old.get_config())
@@ -218,22 +204,27 @@ class Trainer:
                 new_variable.assign(old_variable)
             _copy_slots(old, optimizer, carry + [(w, w) for w in self.weighting.trainable])
         model.stop_training = getattr(self.model, "stop_training", False)
-        self.model, self.parts, self.optimizer = model, parts, optimizer
+        self.model, self.optimizer = model, optimizer
+        self.step.set_model(model, parts, optimizer)
         if self._callback_list is not None:  # the callbacks after the one that called this
             self._callback_list.set_model(model)
         if self._capture is not None:
             self._capture = _BranchCapture(self, self._capture.tap_all)
         self._attach()
 
-    def _find_parts(self, model):
-        """Where the trainer taps per-task gradients: the `trunk` and `head_<task>` parts,
-        or, for gradient-level strategies on other models, the graph's cut (None: none)."""
-        parts = find_parts(model, self.task_names, cut=self.weighting.grad_mode is not None)
-        if parts is None and self.weighting.grad_mode == "representation":
-            warnings.warn(f"Model {model.name!r} has no cut between shared and task layers ({_NO_CUT}): "
-                          f"{self.weighting.name!r} combines each task's gradients of the shared weights "
-                          f"instead (mode='parameters', one backward pass per task).", stacklevel=3)
-        return parts
+    @property
+    def parts(self):
+        """Where the step taps per-task gradients (`trunk` and `head_<task>` parts, the
+        graph cut, or None)."""
+        return self.step.parts
+
+    @property
+    def _capture(self):
+        return self.step.capture
+
+    @_capture.setter
+    def _capture(self, capture):
+        self.step.capture = capture
 
     def add_restore_hook(self, hook):
         """Calls `hook(epoch)` before a checkpoint of `epoch` finished epochs is restored,
@@ -298,270 +289,6 @@ class Trainer:
 
         return many
 
-    def _losses(self, y, outputs):
-        """Per-task losses, T. Each task's loss is the mean over the labelled examples of
-        the global batch, so replicas holding different numbers of labelled examples
-        still add up to the one-device loss: the value is the global loss, the gradient
-        flows through this replica's share of it. Also returns the losses as a list
-        (each depends only on its own task's output, so a gradient of one task's loss
-        is None for a variable only other tasks reach), and the local sums and counts."""
-        zero = (tf.zeros([]), tf.zeros([]))  # a task with no output here (another group's)
-        sums, counts = zip(*(t.loss_sum(y[t.name], outputs[t.name]) if t.name in outputs else zero
-                             for t in self.tasks))
-        context = tf.distribute.get_replica_context()
-        if self.distribution.num_replicas_in_sync == 1 or context is None:
-            per_task = [tf.math.divide_no_nan(s, c) for s, c in zip(sums, counts)]
-        else:
-            global_counts = context.all_reduce("SUM", tf.stack(counts))
-            shares = [tf.math.divide_no_nan(s, global_counts[i]) for i, s in enumerate(sums)]
-            totals = context.all_reduce("SUM", tf.stop_gradient(tf.stack(shares)))
-            per_task = [share + tf.stop_gradient(totals[i] - share) for i, share in enumerate(shares)]
-        return tf.stack(per_task), per_task, tf.stack(sums), tf.stack(counts)
-
-    def _stats(self, y, outputs, sums, counts):
-        metric = tf.stack([t.metric_sum(y[t.name], outputs[t.name]) if t.name in outputs else tf.zeros([])
-                           for t in self.tasks])
-        return {"loss_sum": tf.stop_gradient(sums), "metric_sum": metric, "count": counts}
-
-    def _train_step(self, x, y):
-        if self.update == "alternating":
-            return self._alternating_step(x, y)
-        replicas = self.distribution.num_replicas_in_sync
-        mode = self.weighting.grad_mode
-        capture = self._capture
-        with tf.GradientTape(persistent=mode is not None) as tape:
-            if self.parts is not None:
-                z, _, copies, outputs, taps = self.parts.forward(
-                    x, training=True, taps=capture.tapped if capture else ())
-            else:
-                outputs = self.model(x, training=True)
-            losses, task_losses, sums, counts = self._losses(y, outputs)
-            # Everything after depends on these checks, so a NaN or Inf loss stops the
-            # step before the optimizer or the weighting state sees it.
-            task_losses = [tf.debugging.check_numerics(loss, f"{_NON_FINITE} {name!r} ")
-                           for name, loss in zip(self.task_names, task_losses)]
-            losses = tf.stack(task_losses)
-            # Everything differentiated is computed here, inside the tape. The optimizer
-            # sums gradients over replicas: each replica's share of the losses adds up to
-            # the global gradient; terms every replica computes in full are divided.
-            summed = tf.reduce_sum(losses)
-            regularization = tf.add_n(self.model.losses) / replicas if self.model.losses else 0.0
-            if mode is None:
-                total = self.weighting.total_loss(losses) + regularization
-        captured = None
-        if mode is None:
-            model_variables = self.model.trainable_variables
-            variables = model_variables + self.weighting.trainable
-            if capture is None:
-                grads = tape.gradient(total, variables)
-            else:
-                # The same backward pass also reaches the tapped pre-activations and each
-                # task's loss: dividing by d total / d L_t undoes the task's weight.
-                grads = tape.gradient(total, variables + capture.pre(taps) + task_losses)
-                grads, tap_grads, scale = _split(grads, len(variables), len(capture.tapped))
-                scale = [tf.zeros([]) if g is None else g for g in scale]
-                captured = capture.kernels(model_variables, grads, taps, tap_grads, scale)
-            grads = grads[: len(model_variables)] + [g / replicas for g in grads[len(model_variables):]]
-            weights = self.weighting.loss_weights(losses)
-        elif self.parts is None:
-            variables, grads, weights = self._parameter_level(tape, task_losses, losses)
-            if self.model.losses:
-                extra = tape.gradient(regularization, variables)
-                grads = [g if e is None else g + e for g, e in zip(grads, extra)]
-            del tape
-        else:
-            shared = self.parts.shared_variables
-            flat_heads = self.parts.head_variables
-            tapped = capture.pre(taps) if capture else []
-            rep_and_heads = tape.gradient(summed, [copies[t] for t in self.task_names] + flat_heads + tapped)
-            rep_grads = tf.stack(rep_and_heads[: len(self.tasks)])
-            head_grads = rep_and_heads[len(self.tasks): len(self.tasks) + len(flat_heads)]
-            if capture:
-                ones = [tf.ones([])] * len(self.tasks)
-                captured = capture.kernels(flat_heads, head_grads, taps,
-                                           rep_and_heads[len(self.tasks) + len(flat_heads):], ones)
-            if mode == "representation":
-                combined, weights = self._combine_examples(
-                    tf.reshape(rep_grads, [len(self.tasks), -1]), losses)
-                shared_grads = tape.gradient(z, shared, output_gradients=tf.reshape(combined, tf.shape(z)))
-            elif self.weighting.batch_splits > 1:
-                combined, weights = self._combine_splits(tape, z, shared, rep_grads, y, losses)
-                shared_grads = unflatten(combined, shared)
-            else:
-                per_task = shared_gradients(tape, z, shared, rep_grads)
-                combined, weights = self._combine_parameters(
-                    tf.stack([flatten(g) for g in per_task]), losses)
-                shared_grads = unflatten(combined, shared)
-            if self.weighting.weights_heads:
-                head_grads = self._weigh_paths(tape, flat_heads, head_grads, weights, losses)
-            variables = shared + flat_heads
-            grads = list(shared_grads) + list(head_grads)
-            if self.model.losses:
-                extra = tape.gradient(regularization, variables)
-                grads = [g if e is None else g + e for g, e in zip(grads, extra)]
-            del tape
-        if mode is not None and self.weighting.trainable:
-            # A gradient-level strategy's own variables (IMTL's loss scales) follow its
-            # total_loss, which the losses enter as constants; every replica's is global.
-            with tf.GradientTape() as own_tape:
-                own = self.weighting.total_loss(tf.stop_gradient(losses))
-            own_grads = own_tape.gradient(own, self.weighting.trainable)
-            variables = list(variables) + self.weighting.trainable
-            grads = list(grads) + [g / replicas for g in own_grads]
-        # After the weights are read: a strategy's observe() prepares the next step's.
-        self.weighting.observe(losses)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        if self.weighting.needs_losses_after_step:
-            self.weighting.after_step(losses, self._losses(y, self.model(x, training=True))[0])
-        stats = self._stats(y, outputs, sums, counts)
-        stats["weights"] = tf.cast(weights, tf.float32) / replicas
-        if captured is not None:
-            stats["captured"] = captured
-        return stats
-
-    def _weigh_paths(self, tape, variables, grads, weights, losses):
-        """Scales each path variable's (unweighted) gradient by its task's weight; the
-        variables of a branch several tasks share get the gradient of their tasks'
-        weighted losses instead (one more backward pass, through those branches only)."""
-        owners = {}
-        for i, t in enumerate(self.task_names):
-            for v in self.parts.path_variables(t):
-                owners.setdefault(id(v), []).append(i)
-        scaled, shared = [], []
-        for v, g in zip(variables, grads):
-            (i, *others) = owners[id(v)]
-            if others:
-                shared.append(len(scaled))
-                scaled.append(None)
-            else:
-                scaled.append(g * tf.cast(weights[i], g.dtype))
-        if shared:
-            weighted = tf.reduce_sum(tf.stop_gradient(tf.cast(weights, losses.dtype)) * losses)
-            for index, g in zip(shared, tape.gradient(weighted, [variables[j] for j in shared])):
-                scaled[index] = g
-        return scaled
-
-    def _alternating_step(self, x, y):
-        """Paper 001's Algorithm 1: for each group of tasks in turn, a forward pass and one
-        optimizer step on that group's part of the weighted loss (`Weighting.group_loss`).
-        A task's unlabelled examples are masked out of its loss, so a supervised group
-        steps on the batch's labelled part only. Each variable is updated by the groups
-        whose losses reach it. Statistics of a task come from its own group's pass."""
-        replicas = self.distribution.num_replicas_in_sync
-        variables = self.model.trainable_variables + self.weighting.trainable
-        stats = None
-        for mask, submodel, members in zip(self.groups, self._group_models, self._group_tasks):
-            # Only the group's outputs, on the examples some task of the group has a label
-            # for: the supervised step of a semi-supervised batch runs on its labelled part.
-            labelled = tf.reduce_any(tf.stack([t.label_mask(y[t.name]) > 0 for t in members]), axis=0)
-            xg = tf.boolean_mask(x, labelled)
-            yg = {k: tf.boolean_mask(v, labelled) for k, v in y.items()}
-            with tf.GradientTape() as tape:
-                outputs = submodel(xg, training=True)
-                _, task_losses, sums, counts = self._losses(yg, outputs)
-                task_losses = [tf.debugging.check_numerics(loss, f"{_NON_FINITE} {name!r} ")
-                               for name, loss in zip(self.task_names, task_losses)]
-                losses = tf.stack(task_losses)
-                total = self.weighting.group_loss(losses, mask)
-                if self.model.losses:
-                    total += tf.add_n(self.model.losses) / replicas
-            grads = tape.gradient(total, variables)
-            model_count = len(self.model.trainable_variables)
-            grads = grads[:model_count] + [None if g is None else g / replicas for g in grads[model_count:]]
-            self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-            group_stats = self._stats(yg, outputs, sums, counts)
-            group_stats["losses"] = losses
-            stats = {k: v * mask if stats is None else stats[k] + v * mask for k, v in group_stats.items()}
-        losses = stats.pop("losses")  # each task's from its own group's pass
-        stats["weights"] = tf.cast(self.weighting.loss_weights(losses), tf.float32) / replicas
-        self.weighting.observe(losses)
-        return stats
-
-    # Under several replicas the combination is the one-device one (a two-worker run
-    # matches one process), not a combination of each replica's own gradients.
-    def _combine_examples(self, grads, losses):
-        """Per-task gradients at the representation of this replica's examples (T x D):
-        the replicas' Gram matrices add up to the global batch's, and every strategy
-        needs the gradients only through it, so one T x T all-reduce makes it exact."""
-        gram = tf.matmul(grads, grads, transpose_b=True)
-        if self.distribution.num_replicas_in_sync > 1:
-            gram = tf.distribute.get_replica_context().all_reduce("SUM", gram)
-        coefficients, weights = self.weighting.coefficients(gram, losses)
-        return tf.linalg.matvec(grads, coefficients, transpose_a=True), weights
-
-    def _combine_parameters(self, grads, losses):
-        """Per-task gradients of the shared weights (T x P): each replica holds its share
-        of each, so they are summed first, combined, and each replica applies its part
-        (the optimizer sums the replicas' gradients)."""
-        replicas = self.distribution.num_replicas_in_sync
-        if replicas > 1:
-            grads = tf.distribute.get_replica_context().all_reduce("SUM", grads)
-        combined, weights = self.weighting.combine(grads, losses)
-        return combined / replicas, weights
-
-    def _combine_splits(self, tape, z, shared, rep_grads, y, losses):
-        """Per-task gradients of the shared weights on k disjoint parts of the batch, for
-        strategies that need independent samples (MoDo, SDMGrad). Example i of the global
-        batch is in part i mod k, so the parts are the same whatever the replicas (each
-        replica's shard is a contiguous block of equal size). A part's loss is the mean
-        over its labelled examples: its gradient at the representation is the whole
-        batch's, restricted to the part and rescaled by count / part count."""
-        k = self.weighting.batch_splits
-        context = tf.distribute.get_replica_context()
-        replicas = self.distribution.num_replicas_in_sync
-        local = tf.shape(z)[0]
-        position = tf.range(local)
-        if replicas > 1:
-            position += context.replica_id_in_sync_group * local
-        part = tf.one_hot(position % k, k)  # B x k
-        labelled = tf.stack([t.label_mask(y[t.name]) for t in self.tasks])  # T x B
-        counts = tf.einsum("tb,bk->tk", labelled, part)
-        totals = tf.reduce_sum(labelled, axis=1)
-        if replicas > 1:
-            counts, totals = context.all_reduce("SUM", counts), context.all_reduce("SUM", totals)
-        parts = []
-        for j in range(k):
-            scale = tf.math.divide_no_nan(totals, counts[:, j])  # T
-            mask = tf.reshape(part[:, j], [-1] + [1] * (len(rep_grads.shape) - 2))
-            masked = rep_grads * mask[None] * tf.reshape(scale, [-1] + [1] * (len(rep_grads.shape) - 1))
-            grads = tf.stack([flatten(g) for g in shared_gradients(tape, z, shared, masked)])
-            if replicas > 1:
-                grads = context.all_reduce("SUM", grads)
-            parts.append(grads)
-        combined, weights = self.weighting.combine_parts(parts, losses)
-        return combined / replicas, weights
-
-    def _parameter_level(self, tape, task_losses, losses):
-        """A gradient-level step for a model without `trunk` and `head_<task>` parts
-        (Siamese pipes): each task's gradient of every variable, one backward pass per
-        task. Variables more than one task reaches are shared: the strategy combines the
-        tasks' gradients of those, flattened. The others belong to one task, and get its
-        gradient, scaled by its weight if the strategy weights heads."""
-        variables = self.model.trainable_variables
-        per_task = [tape.gradient(loss, variables) for loss in task_losses]
-        reached = [[g[j] is not None for g in per_task] for j in range(len(variables))]
-        shared = [j for j in range(len(variables)) if sum(reached[j]) > 1]
-        if not shared:
-            raise ValueError(f"Model {self.model.name!r} has no variable that two tasks share, "
-                             f"so a gradient-level strategy has nothing to combine.")
-        shared_vars = [variables[j] for j in shared]
-        stacked = tf.stack([flatten([tf.zeros_like(variables[j]) if g[j] is None else g[j]
-                                     for j in shared]) for g in per_task])
-        combined, weights = self._combine_parameters(stacked, losses)
-        grads = dict(zip(shared, unflatten(combined, shared_vars)))
-        for j in range(len(variables)):
-            owners = [t for t in range(len(per_task)) if reached[j][t]]
-            if j not in grads and owners:
-                (t,) = owners
-                grads[j] = per_task[t][j] * tf.cast(weights[t], variables[j].dtype) \
-                    if self.weighting.weights_heads else per_task[t][j]
-        return [variables[j] for j in grads], list(grads.values()), weights
-
-    def _eval_step(self, x, y):
-        outputs = self.model(x, training=False)
-        _, _, sums, counts = self._losses(y, outputs)
-        return self._stats(y, outputs, sums, counts)
-
     # === Per-task gradients for callbacks (Selective Sharing reads them) ===================
     def task_gradients(self, x, y, kind="representation"):
         """Per-task gradients on one batch, outside training. A callback with a
@@ -582,7 +309,7 @@ class Trainer:
         y = as_labels(y, self.task_names)
         with tf.GradientTape(persistent=True) as tape:
             z, h, copies, outputs, _ = parts.forward(tf.convert_to_tensor(x), training=False)
-            summed = tf.reduce_sum(self._losses(y, outputs)[0])
+            summed = tf.reduce_sum(self.step.losses(y, outputs)[0])
         rep = representation_gradients(tape, summed, copies, self.task_names)
         if kind == "representation":
             return rep
@@ -775,9 +502,9 @@ class Trainer:
                 try:
                     self._train_function(iterator, tf.constant(count))
                 except tf.errors.InvalidArgumentError as error:
-                    if _NON_FINITE not in str(error):
+                    if NON_FINITE not in str(error):
                         raise
-                    task = str(error).split(_NON_FINITE, 1)[1].split()[0]
+                    task = str(error).split(NON_FINITE, 1)[1].split()[0]
                     where = f"step {first + 1}" if count == 1 else f"steps {first + 1}-{step + 1}"
                     raise FloatingPointError(
                         f"The loss of task {task} is NaN or Inf at epoch {epoch + 1}, {where} of "
@@ -888,7 +615,6 @@ class Trainer:
 SPEC_FILE = "trainer.json"
 # How often the progress bar and batch-level callbacks get fresh statistics.
 REFRESH_SECONDS = 0.5
-_NON_FINITE = "Non-finite loss of task"
 
 
 class _FinalLogs(keras.callbacks.Callback):
@@ -1011,15 +737,6 @@ def _check_update(update, groups, task_names):
         raise ValueError(f"`groups` must name every task exactly once. Unknown: {unknown}; missing: "
                          f"{missing}; twice: {twice}. Tasks: {list(task_names)}")
     return update, [tf.constant([1.0 if t in g else 0.0 for t in task_names]) for g in groups]
-
-
-def _split(values, *sizes):
-    """`values` cut into consecutive pieces of `sizes`, and the rest."""
-    pieces, start = [], 0
-    for size in sizes:
-        pieces.append(values[start: start + size])
-        start += size
-    return [*pieces, values[start:]]
 
 
 def _copy_slots(old, new, pairs):
