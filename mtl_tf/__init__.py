@@ -10,3 +10,5 @@ from mtl_tf import data  # noqa: E402
 
 # So that `tfds.load("mtl_mnist")` works once the project is imported.
 data.register_tfds_builders()
+
+from mtl_tf.model import MultiTaskModel  # noqa: E402,F401 - Keras's compile/fit with any weighting

@@ -174,3 +174,12 @@ def as_tasks(tasks):
     if len(set(names)) != len(names):
         raise ValueError(f"Task names must be unique. Received: {names}")
     return result
+
+
+def infer_tasks(model):
+    """A multi-class task per output of `model` (a dict keyed by task name)."""
+    spec = getattr(model, "output", None)
+    if not isinstance(spec, dict):
+        raise ValueError(f"Model {model.name!r} must return a dict of outputs keyed by task "
+                         f"name. Received outputs: {spec!r}")
+    return tuple(Task(name, int(tensor.shape[-1])) for name, tensor in spec.items())

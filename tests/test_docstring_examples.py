@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+import mtl_tf
 import mtl_tf.data
 import mtl_tf.export
 import mtl_tf.tasks
@@ -18,7 +19,7 @@ OBJECTS = [mtl_tf.data.load_numpy, mtl_tf.data.load, mtl_tf.data.pool, mtl_tf.da
            mtl_tf.tasks.Task, mtl_tf.export.save, zoo.build, zoo.hard_sharing.hard_sharing,
            training.Trainer, zoo.selective_sharing.selective_sharing,
            zoo.selective_sharing.selective_sharing_stl, training.selective_sharing.SelectiveSharing,
-           zoo.learning_to_branch.learning_to_branch]
+           zoo.learning_to_branch.learning_to_branch, mtl_tf.MultiTaskModel]
 
 
 @pytest.mark.parametrize("obj", OBJECTS, ids=lambda o: o.__qualname__)

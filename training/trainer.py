@@ -1,4 +1,4 @@
-"""The Trainer: the compiled loop around one tf.GradientTape step (`training.step`) for
+"""The Trainer: the compiled loop around one tf.GradientTape step (`mtl_tf.step`) for
 every device layout.
 
 Keras 3's `fit()` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so the
@@ -7,7 +7,7 @@ EarlyStopping, CSVLogger, keras-tuner's callbacks work unchanged), `Progbar` thr
 CallbackList, and a `History`. The step runs through `strategy.run` inside `tf.function`
 on one device, under MirroredStrategy and under MultiWorkerMirroredStrategy alike.
 
-The step itself (`training.step.MultiTaskStep`) is what a Keras model's `train_step`
+The step itself (`mtl_tf.step.MultiTaskStep`) is what a Keras model's `train_step`
 runs too; the Trainer adds the data, the epochs, the checkpoints and the callbacks.
 """
 
@@ -30,9 +30,9 @@ from mtl_tf.errors import brief
 from mtl_tf.gradients import last_layer_gradients, representation_gradients, shared_gradients
 from mtl_tf.graph_cut import find_parts
 from mtl_tf.inspection import Inspection, is_entry
-from mtl_tf.tasks import Task, as_tasks
+from mtl_tf.tasks import as_tasks, infer_tasks
 from training.data import as_labels, check_arrays, epoch_dataset
-from training.step import NO_CUT, NON_FINITE, MultiTaskStep, find_model_parts
+from mtl_tf.step import NO_CUT, NON_FINITE, MultiTaskStep, epoch_logs, find_model_parts
 
 
 
@@ -43,14 +43,6 @@ def _first_inputs(x, count=256):
         element = next(iter(x.take(1)))
         x = element[0] if isinstance(element, (tuple, list)) else element
     return tf.nest.map_structure(lambda a: a[:count], x)
-
-
-def _infer_tasks(model):
-    spec = model.output
-    if not isinstance(spec, dict):
-        raise ValueError(f"Model {model.name!r} must return a dict of outputs keyed by task "
-                         f"name. Received outputs: {spec!r}")
-    return tuple(Task(name, int(tensor.shape[-1])) for name, tensor in spec.items())
 
 
 class Trainer:
@@ -106,7 +98,7 @@ class Trainer:
                  learning_rate=None, distribution=None, run_dir=None, seed=0, shuffle=True,
                  update="joint", groups=None, steps_per_execution=1, checkpoint_every=1):
         self.model = model
-        self.tasks = as_tasks(tasks) if tasks is not None else _infer_tasks(model)
+        self.tasks = as_tasks(tasks) if tasks is not None else infer_tasks(model)
         self.task_names = tuple(t.name for t in self.tasks)
         outputs = model.output if isinstance(model.output, dict) else {}
         unknown = [t for t in self.task_names if t not in outputs]
@@ -573,18 +565,7 @@ class Trainer:
         return as_labels({**{t: zeros(n, "float32") for t in own}, **y}, self.task_names)
 
     def _logs(self, totals):
-        counts = np.maximum(totals["count"], 1.0)
-        logs = {}
-        for i, task in enumerate(self.tasks):
-            logs[f"{task.name}_loss"] = float(totals["loss_sum"][i] / counts[i])
-            logs[f"{task.name}_{task.metric}"] = float(totals["metric_sum"][i] / counts[i])
-        logs["loss"] = float(sum(logs[f"{t}_loss"] for t in self.task_names))
-        # One number over tasks, for model selection and tuning objectives.
-        logs["mean_loss"] = logs["loss"] / len(self.tasks)
-        for metric in sorted({t.metric for t in self.tasks}):
-            values = [logs[f"{t.name}_{metric}"] for t in self.tasks if t.metric == metric]
-            logs[f"mean_{metric}"] = float(np.mean(values))
-        return logs
+        return {k: float(v) for k, v in epoch_logs(self.tasks, totals).items()}
 
     def metric_names(self, validation=True):
         """The names `fit` logs per epoch (with `val_` ones when `validation`)."""

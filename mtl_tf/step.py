@@ -15,6 +15,7 @@ import warnings
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from mtl_tf.gradients import flatten, shared_gradients, unflatten
 from mtl_tf.graph_cut import find_parts
@@ -317,6 +318,24 @@ class MultiTaskStep:
         outputs = self.model(x, training=False)
         _, _, sums, counts = self.losses(y, outputs)
         return self.stats(y, outputs, sums, counts)
+
+
+def epoch_logs(tasks, totals):
+    """The logs of summed statistics (`loss_sum`, `metric_sum`, `count`, each T): each
+    task's mean loss and metric over its labelled examples, their sum `loss`,
+    `mean_loss`, and `mean_<metric>` over the tasks of each metric. Arrays or tensors."""
+    counts = ops.maximum(totals["count"], 1.0)
+    logs = {}
+    for i, task in enumerate(tasks):
+        logs[f"{task.name}_loss"] = totals["loss_sum"][i] / counts[i]
+        logs[f"{task.name}_{task.metric}"] = totals["metric_sum"][i] / counts[i]
+    logs["loss"] = sum(logs[f"{t.name}_loss"] for t in tasks)
+    # One number over tasks, for model selection and tuning objectives.
+    logs["mean_loss"] = logs["loss"] / len(tasks)
+    for metric in sorted({t.metric for t in tasks}):
+        values = [logs[f"{t.name}_{metric}"] for t in tasks if t.metric == metric]
+        logs[f"mean_{metric}"] = sum(values) / len(values)
+    return logs
 
 
 def find_model_parts(model, task_names, weighting, stacklevel=3):
