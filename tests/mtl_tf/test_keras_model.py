@@ -172,3 +172,29 @@ def test_fit_under_mirrored_strategy_equals_one_device(tmp_path, weighting):
         np.testing.assert_allclose(saved[f"arr_{i}"], v.numpy(), rtol=2e-4, atol=2e-6, err_msg=v.path)
     np.testing.assert_allclose(saved["loss"], history["loss"], rtol=1e-4)
     np.testing.assert_allclose(saved["weight_a"], history["weight_a"], rtol=1e-4)
+
+
+def test_backup_and_restore_resumes_a_fit_cut_off_mid_run_to_the_uninterrupted_weights(tmp_path):
+    """Keras's BackupAndRestore saves the weights with the strategy's state (DWA's loss
+    history) and the optimizer's; a fit stopped by an error in epoch 3 and started again
+    ends where 4 uninterrupted epochs do."""
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    def run(callbacks):
+        model = mtl_tf.MultiTaskModel.from_model(_model())
+        model.compile(optimizer=keras.optimizers.Adam(0.01), weighting="dwa")
+        model.fit(X, Y, epochs=4, batch_size=16, shuffle=False, verbose=0, callbacks=callbacks)
+        return model
+
+    whole = run([])
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(KeyboardInterrupt):
+        run([backup, Stop()])
+    resumed = run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    for v, w in zip(resumed.weights, whole.weights):
+        np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-6, err_msg=v.path)
+    for v, w in zip(resumed.weighting.variables, whole.weighting.variables):
+        np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
