@@ -1,6 +1,7 @@
 """The `mtl-tf` command line."""
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -122,6 +123,9 @@ def _parse_kwargs(pairs):
 def _train(args):
     from training import run
 
+    if args.data and (args.tasks or args.hierarchy):
+        raise ValueError(f"--data names your own tasks (its label arrays): it excludes --tasks and "
+                         f"--hierarchy. Received: --data {args.data}")
     if args.tasks and args.hierarchy:
         raise ValueError(f"--tasks and --hierarchy exclude each other: a coarse/fine run's tasks "
                          f"are fine and coarse. Received: --tasks {args.tasks} --hierarchy {args.hierarchy}")
@@ -138,11 +142,15 @@ def _train(args):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         limit=args.limit, seed=args.seed, model_kwargs=_parse_kwargs(args.model_option),
         weighting_kwargs=_parse_kwargs(args.weighting_option), sharing=args.sharing,
-        hierarchy=args.hierarchy)
+        hierarchy=args.hierarchy, data=args.data)
     _print_test(test)
 
 
 def _print_test(test):
+    if not test:
+        print("test: the data has no test split (x_test and <task>_test); the validation logs are the "
+              "last tenth of the training data's")
+        return
     print("test:", "  ".join(f"{k}={v:.4f}" for k, v in sorted(test.items())))
 
 
@@ -151,8 +159,11 @@ def _export(args):
     from training import run
 
     model = run.restore_model(args.run_dir)
-    # `mtl-tf train` feeds images scaled to [0, 1]: the export refuses anything else.
-    path = mtl_tf.export.save(model, args.to, overwrite=args.overwrite, value_range=(0.0, 1.0))
+    # `mtl-tf train` feeds its images scaled to [0, 1]: the export refuses anything else
+    # (a user's own data has no known range).
+    own_data = "data" in json.loads((Path(args.run_dir) / "config.json").read_text())
+    path = mtl_tf.export.save(model, args.to, overwrite=args.overwrite,
+                              value_range=None if own_data else (0.0, 1.0))
     print(f"SavedModel written to {path}")
 
 
@@ -233,6 +244,10 @@ def build_parser():
     train.add_argument("model", help="a registered model name (see zoo.list_models())")
     train.add_argument("--tasks", default=None, type=_task_list,
                        help="comma-separated data sets, one task each (default mnist,fashion_mnist)")
+    train.add_argument("--data", default=None, metavar="FILE.npz",
+                       help="your own data: an array x and one label array per task (integers: classes, "
+                            "-1 no label; floats: targets, NaN no label), optionally x_test and "
+                            "<task>_test; --tasks is then not used")
     train.add_argument("--hierarchy", default=None, metavar="DATA",
                        help="coarse_fine models only: the fine and coarse labels of fashion_mnist, "
                             "pooled or cifar100 (paper 004); --tasks is then not used")

@@ -51,11 +51,13 @@ def hierarchy_arrays(name, split, limit=None, seed=0):
 
 def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_size=128,
           learning_rate=1e-3, limit=None, seed=0, model_kwargs=None, weighting_kwargs=None,
-          verbose=1, sharing=None, hierarchy=None):
+          verbose=1, sharing=None, hierarchy=None, data=None):
     """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs).
     `sharing`: a Selective Sharing criterion, for the `selective_sharing` model.
     `hierarchy`: a coarse/fine data set (`fashion_mnist`, `pooled`, `cifar100`) for the
-    `coarse_fine*` models, whose two tasks are then `fine` and `coarse` (`task_names` unused)."""
+    `coarse_fine*` models, whose two tasks are then `fine` and `coarse` (`task_names` unused).
+    `data`: a user's .npz (`training.user_data`), whose label arrays are the tasks
+    (`task_names` unused); without a test split the test logs are empty."""
     run_dir = Path(run_dir)
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"`learning_rate` must be a finite number > 0. Received: "
@@ -70,15 +72,30 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     if hierarchy is None and model_name.startswith("coarse_fine"):
         raise ValueError(f"Model {model_name!r} trains a fine and a coarse task: name their data "
                          f"set with `hierarchy` (--hierarchy fashion_mnist, pooled or cifar100).")
+    if data is not None and hierarchy is not None:
+        raise ValueError(f"`data` and `hierarchy` exclude each other. Received: data={str(data)!r}, "
+                         f"hierarchy={hierarchy!r}")
+    arrays = None
     if hierarchy is not None:
         x, y, names = hierarchy_arrays(hierarchy, "train", limit, seed)
-        task_names = ["fine", "coarse"]
+        x_test, y_test, _ = hierarchy_arrays(hierarchy, "test")
+        task_names, arrays = ["fine", "coarse"], (x, y, (x_test, y_test))
+    if data is not None:
+        from training.user_data import load_npz
+
+        (x, y), test, tasks = load_npz(data)
+        order = np.random.default_rng(seed).permutation(len(x))[:limit]  # the last tenth: validation
+        arrays = (x[order], {k: v[order] for k, v in y.items()}, test)
+        task_names = [t.name for t in tasks]
     config = {"model": model_name, "tasks": list(task_names), "weighting": weighting,
               "weighting_kwargs": weighting_kwargs or {}, "model_kwargs": model_kwargs or {},
               "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
               "limit": limit, "seed": seed}
     if hierarchy is not None:
         config.update(hierarchy=hierarchy, classes={k: len(v) for k, v in names.items()},
+                      input_shape=list(x.shape[1:]))
+    if data is not None:
+        config.update(data=str(Path(data).resolve()), task_specs=[t.get_config() for t in tasks],
                       input_shape=list(x.shape[1:]))
     if sharing is not None:
         if model_name != "selective_sharing":
@@ -96,8 +113,7 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
     # Only the chief writes the run, so only it holds the folder.
     with lock.hold(run_dir) if chief else contextlib.nullcontext():
         _check_run_dir(run_dir, config, chief)
-        return _train(config, run_dir, distribution, chief, callbacks, verbose,
-                      *((x, y) if hierarchy is not None else ()))
+        return _train(config, run_dir, distribution, chief, callbacks, verbose, arrays)
 
 
 def _check_run_dir(run_dir, config, chief):
@@ -116,14 +132,14 @@ def _check_run_dir(run_dir, config, chief):
                          f"of a run): name a new or empty folder, or a run directory to resume.")
 
 
-def _train(config, run_dir, distribution, chief, callbacks, verbose, x=None, y=None):
+def _train(config, run_dir, distribution, chief, callbacks, verbose, arrays=None):
     import keras
 
     from training.learning_to_branch import BranchSearch
     from training.trainer import Trainer
     from zoo.learning_to_branch import branch_units, tree_of
 
-    task_names, hierarchy, seed = config["tasks"], config.get("hierarchy"), config["seed"]
+    task_names, seed = config["tasks"], config["seed"]
     limit, epochs, batch_size = config["limit"], config["epochs"], config["batch_size"]
     keras.utils.set_random_seed(seed)
     with distribution.scope() if distribution else contextlib.nullcontext():
@@ -132,18 +148,17 @@ def _train(config, run_dir, distribution, chief, callbacks, verbose, x=None, y=N
     if branch_units(model):  # a Learning to Branch search network: anneal it, keep its tree
         search = BranchSearch()
         callbacks = [*callbacks, search]
-    if hierarchy is None:
-        x, y = pooled_arrays(task_names, "train", limit, seed)
-        x_test, y_test = pooled_arrays(task_names, "test")
-    else:
-        x_test, y_test, _ = hierarchy_arrays(hierarchy, "test")
+    if arrays is None:
+        arrays = (*pooled_arrays(task_names, "train", limit, seed), pooled_arrays(task_names, "test"))
+    x, y, test_data = arrays
     # Hold out a tenth of the (shuffled) training set for validation; the test split is
     # only evaluated once, at the end.
     held = len(x) // 10
     x, x_val = x[:-held], x[-held:]
     y, y_val = {t: v[:-held] for t, v in y.items()}, {t: v[-held:] for t, v in y.items()}
     with distribution.scope() if distribution else contextlib.nullcontext():
-        trainer = Trainer(model, weighting={"class_name": config["weighting"], "config": config["weighting_kwargs"]},
+        trainer = Trainer(model, tasks=_tasks(config) if config.get("task_specs") else None,
+                          weighting={"class_name": config["weighting"], "config": config["weighting_kwargs"]},
                           optimizer=keras.optimizers.Adam(config["learning_rate"]), run_dir=run_dir, seed=seed,
                           distribution=distribution)
     if chief:
@@ -151,10 +166,10 @@ def _train(config, run_dir, distribution, chief, callbacks, verbose, x=None, y=N
     start = time.time()
     history = trainer.fit(x, y, epochs=epochs, batch_size=batch_size,
                           validation_data=(x_val, y_val), callbacks=callbacks, verbose=verbose)
-    test = trainer.evaluate((x_test, y_test))
+    test = trainer.evaluate(test_data) if test_data is not None else {}
     if chief and search is not None:  # train it alone with --model-option tree=<this>
         atomic_write_bytes(run_dir / "tree.json", json.dumps(tree_of(trainer.model)).encode())
-    if chief:
+    if chief and test:
         atomic_write_bytes(run_dir / "test_metrics.json", json.dumps(
             {**test, "train_seconds": time.time() - start}, indent=2).encode())
     return trainer, history, test
@@ -173,11 +188,21 @@ def _cluster_strategy():
 
 
 
+def _tasks(config):
+    """The run's tasks: the .npz's, else a multi-class task per data set (10 classes, or
+    the hierarchy's)."""
+    from mtl_tf.tasks import Task, as_tasks
+
+    if config.get("task_specs"):
+        return as_tasks(config["task_specs"])
+    classes = config.get("classes") or {t: 10 for t in config["tasks"]}
+    return tuple(Task(t, classes[t]) for t in config["tasks"])
+
+
 def build_model(config, **overrides):
     import zoo
 
-    classes = config.get("classes") or {t: 10 for t in config["tasks"]}
-    return zoo.build(config["model"], tasks={t: classes[t] for t in config["tasks"]},
+    return zoo.build(config["model"], tasks=list(_tasks(config)),
                      input_shape=tuple(config.get("input_shape", (28, 28, 1))),
                      **{**config.get("model_kwargs", {}), **overrides})
 
