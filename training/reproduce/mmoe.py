@@ -8,7 +8,13 @@ noise); OMoE and MMoE with 8 experts of one 16-unit ReLU layer, Shared-Bottom wi
 layer; Adam; each run a fresh draw of the data and of the initial weights; the figure is
 the loss averaged over the runs. The paper grid-searches the learning rate over 1e-4,
 1e-3 and 1e-2; here it is 1e-3. The paper does not give the data size, batch or steps:
-10,000 training and 2,000 test examples per draw, batch 128, 20 epochs (1,580 steps).
+here every epoch trains on 10,000 examples never seen before (a stream drawn for the run:
+20 epochs read 200,000), batch 128 (1,580 steps in all), and 2,000 held-out examples of
+the same draw are evaluated after each epoch. A fixed set of 10,000 examples read 20 times
+was memorised instead (the first quick profile: training losses 4 to 5, held-out 9.4 to
+10.9, the two targets' variances summing to about 14.2), so its training loss measured
+memory, not how well a model shares; on a stream the training loss the paper plots is a
+held-out loss too.
 Run i draws with seed * 1000 + i for every model, so models are compared on paired data.
 
 The claim checked: the gap between MMoE's and Shared-Bottom's losses grows as the tasks'
@@ -62,16 +68,20 @@ def settings():
 
 
 def train_run(correlation, model_name, run_seed, epochs):
-    x, y1, y2 = task_pair(TRAIN + TEST, correlation, dim=DIM, seed=run_seed)
-    train = (x[:TRAIN], {"y1": y1[:TRAIN], "y2": y2[:TRAIN]})
-    test = (x[TRAIN:], {"y1": y1[TRAIN:], "y2": y2[TRAIN:]})
+    x, y1, y2 = task_pair(TEST + epochs * TRAIN, correlation, dim=DIM, seed=run_seed)
+    test = (x[:TEST], {"y1": y1[:TEST], "y2": y2[:TEST]})
     keras.utils.set_random_seed(run_seed)
     builder, kwargs = BUILDS[model_name]
     model = zoo.build(builder, tasks=TASKS, input_shape=(DIM,), **kwargs)
     trainer = Trainer(model, tasks=TASKS, seed=run_seed, optimizer=keras.optimizers.Adam(LEARNING_RATE))
     start = time.time()
-    history = trainer.fit(*train, epochs=epochs, batch_size=BATCH_SIZE, callbacks=[Evaluate(test)],
-                          verbose=0).history
+    history = {"loss": [], "test_loss": []}
+    for epoch in range(epochs):  # each epoch on the stream's next 10,000 examples
+        part = slice(TEST + epoch * TRAIN, TEST + (epoch + 1) * TRAIN)
+        logs = trainer.fit(x[part], {"y1": y1[part], "y2": y2[part]}, epochs=1, batch_size=BATCH_SIZE,
+                           callbacks=[Evaluate(test)], verbose=0).history
+        for key in history:
+            history[key] += logs[key]
     return {"setting": setting_name(correlation, model_name), "run_seed": run_seed, "epochs": epochs,
             "seconds": round(time.time() - start, 2), "params": int(model.count_params()),
             "steps_per_epoch": -(-TRAIN // BATCH_SIZE),
@@ -86,7 +96,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     config, runs = check_profile(PROFILES, profile, runs)
     epochs = config["epochs"]
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
-                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "train": TRAIN,
+                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "train": TRAIN, "data": "stream",
                             "test": TEST, "dim": DIM}, records)
     names = [setting_name(p, m) for p, m in settings()]
     check_only(only, names)
@@ -171,10 +181,14 @@ def render_report(results):
         f"- Profile: **{profile}**. " + (
             "200 runs per model and correlation, as the paper's." if profile == "full" else
             f"{results['runs_per_setting']} runs per model and correlation instead of the paper's 200."),
-        f"- Protocol: d = {DIM}, {TRAIN:,} training and {TEST:,} test examples per draw, batch "
-        f"{BATCH_SIZE}, {results['epochs']} epochs, Adam {LEARNING_RATE} (the paper searched 1e-4, 1e-3 "
-        "and 1e-2; the data size, batch and steps are not in the paper); equal loss weights; run i "
-        f"draws its data and weights with seed {results['seed']} * 1000 + i for every model.",
+        f"- Protocol: d = {DIM}; every epoch trains on {TRAIN:,} examples never seen before (a stream of "
+        f"{results['epochs'] * TRAIN:,} per run) and {TEST:,} held-out examples of the same draw are "
+        f"evaluated after it; batch {BATCH_SIZE}, {results['epochs']} epochs, Adam {LEARNING_RATE} (the "
+        "paper searched 1e-4, 1e-3 and 1e-2; the data size, batch and steps are not in the paper); equal "
+        f"loss weights; run i draws its data and weights with seed {results['seed']} * 1000 + i for every "
+        "model. (A fixed set of 10,000 examples read 20 times was memorised: training losses 4 to 5, "
+        "held-out 9.4 to 10.9, where the targets' variances sum to about 14.2. On a stream the training "
+        "loss the paper plots is a held-out loss too.)",
         f"- Machine: {results['device']}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
