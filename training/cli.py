@@ -193,7 +193,7 @@ def _tune(args):
          max_trials=args.max_trials, epochs=args.epochs, objective=args.objective.split(","),
          weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit,
          batch_size=args.batch_size, seed=args.seed, export=args.export, workers=args.workers,
-         role=args.role, log=lambda m: print(m, flush=True))
+         role=args.role, log=lambda m: print(m, flush=True), data=args.data)
 
 
 def _demo(args):
@@ -312,6 +312,9 @@ def build_parser():
                                      "DSelect-k, Cross-stitch, MTAN)")
     tune.add_argument("--tasks", default="mnist,fashion_mnist", type=_task_list,
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
+    tune.add_argument("--data", default=None, metavar="FILE.npz",
+                      help="your own data, as for train (hard_sharing and architectures only); "
+                           "--tasks is then not used")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
     tune.add_argument("--max-trials", type=_POSITIVE, default=10)
     tune.add_argument("--epochs", type=_POSITIVE, default=3, help="per trial (hyperband: the most)")

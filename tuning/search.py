@@ -33,7 +33,10 @@ SETTINGS_FILE = "search.json"
 RESTARTS = 3  # per worker
 
 
-def _check(family, tuner, objective, weightings, tasks):
+DATA_FAMILIES = ("hard_sharing", "architectures")  # those that take any tasks and input shape
+
+
+def _check(family, tuner, objective, weightings, tasks, input_shape=None):
     import tuning
 
     if family not in tuning.HYPERMODELS:
@@ -44,7 +47,7 @@ def _check(family, tuner, objective, weightings, tasks):
 
     from training.trainer import metric_names
 
-    hypermodel = _hypermodel(family, tasks, weightings)
+    hypermodel = _hypermodel(family, tasks, weightings, input_shape)
     hp = keras_tuner.HyperParameters()
     hypermodel.build(hp)
     names = metric_names(hypermodel.tasks)
@@ -56,8 +59,11 @@ def _check(family, tuner, objective, weightings, tasks):
     return hypermodel, space
 
 
-def _hypermodel(family, tasks, weightings):
+def _hypermodel(family, tasks, weightings, input_shape=None):
     import tuning
+
+    if input_shape is not None:  # a user's own data: its tasks (`Task`s) and shape
+        return tuning.hypermodel(family, tasks=list(tasks), input_shape=input_shape, weightings=weightings)
 
     if family in ("siamese", "selective_sharing", "evolving_dae"):
         return tuning.hypermodel(family, weightings=weightings)
@@ -68,9 +74,12 @@ def _hypermodel(family, tasks, weightings):
                              weightings=weightings)
 
 
-def _data(family, tasks, limit, seed):
-    """(x, y, x_val, y_val): a tenth of the (shuffled) training data held out."""
-    if family == "siamese":
+def _data(family, tasks, limit, seed, own=None):
+    """(x, y, x_val, y_val): a tenth of the (shuffled) training data held out; `own`: a
+    user's arrays, already shuffled."""
+    if own is not None:
+        x, y = own
+    elif family == "siamese":
         from mtl_tf.data import load_numpy
 
         x, y = load_numpy("mnist_pairs", "train", n=limit or 1000, seed=seed)
@@ -139,8 +148,10 @@ def _tuner(kind, hypermodel, objective, max_trials, epochs, folder, seed):
 
 def tune(family, tasks, directory, project, tuner="random", max_trials=10, epochs=3,
          objective="val_mean_accuracy", weightings=None, limit=None, batch_size=128, seed=0,
-         export=None, workers=0, role=None, log=print):
-    """Runs (or continues) the search and returns the summary rows, best first."""
+         export=None, workers=0, role=None, log=print, data=None):
+    """Runs (or continues) the search and returns the summary rows, best first. `data`: a
+    user's .npz (`training.user_data`), whose label arrays are the tasks (`tasks` unused),
+    for the families that take any tasks (`DATA_FAMILIES`)."""
     from training.trainer import _check_positive_int
 
     for name, value in {"max_trials": max_trials, "epochs": epochs, "batch_size": batch_size,
@@ -158,20 +169,34 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
         tasks = ["classes", "reconstruction_1"]
     if family == "coarse_fine":
         tasks = ["fine", "coarse"]
-    hypermodel, space = _check(family, tuner, objective, weightings, tasks)
+    own = None
+    if data is not None:
+        from training.user_data import load_npz
+
+        if family not in DATA_FAMILIES:
+            raise ValueError(f"`data` gives tasks of its own; family {family!r} has its paper's tasks. "
+                             f"Families that take any tasks: {list(DATA_FAMILIES)}. Received: family={family!r}")
+        (x, y), _, task_specs = load_npz(data)
+        order = np.random.default_rng(seed).permutation(len(x))[:limit]
+        own = (x[order], {k: v[order] for k, v in y.items()})
+        tasks = [t.name for t in task_specs]
+    hypermodel, space = _check(family, tuner, objective, weightings, task_specs if own else tasks,
+                               tuple(own[0].shape[1:]) if own else None)
     folder = Path(directory) / project
     settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,
                 "epochs": epochs, "objective": objective, "weightings": hypermodel.weightings,
-                "limit": limit, "batch_size": batch_size, "seed": seed, "space": space}
+                "limit": limit, "batch_size": batch_size, "seed": seed, "space": space,
+                **({"data": str(Path(data).resolve())} if data is not None else {})}
     _guard(folder, settings, write=role in (None, "chief"))
     if workers and role is None:
         command = ["tune", family, "--tasks", ",".join(tasks), "--tuner", tuner, "--max-trials",
                    str(max_trials), "--epochs", str(epochs), "--objective", ",".join(objective),
                    "--directory", str(directory), "--project", project, "--batch-size", str(batch_size),
                    "--seed", str(seed), "--weightings", ",".join(hypermodel.weightings)]
+        command += ["--data", str(data)] if data is not None else []
         _run_distributed(command + ["--limit", str(limit) if limit else "all"], workers, log)
     else:
-        x, y, x_val, y_val = _data(family, tasks, limit, seed)
+        x, y, x_val, y_val = _data(family, tasks, limit, seed, own)
         search = _tuner(tuner, hypermodel, objective, max_trials, epochs, folder, seed)
         log(f"search {folder}: {family} on {', '.join(tasks)}, {tuner}, objective {', '.join(objective)}"
             + (f" ({role})" if role else ""))
@@ -190,7 +215,7 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
         import mtl_tf.export
 
         best = search.get_best_models(1)[0]
-        value_range = (0.0, 255.0) if family == "siamese" else (0.0, 1.0)
+        value_range = None if data is not None else (0.0, 255.0) if family == "siamese" else (0.0, 1.0)
         log(f"best model (trial {rows[0]['trial']}) exported: "
             f"{mtl_tf.export.save(best, export, overwrite=True, value_range=value_range)}")
     return rows

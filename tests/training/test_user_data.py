@@ -103,3 +103,18 @@ def test_train_on_your_own_npz_resumes_and_exports_with_outputs_named_by_task(tm
     code, err, _ = _main(["train", "hard_sharing", "--data", path, "--tasks", "mnist", "--run-dir", tmp_path / "b"],
                          tmp_path, monkeypatch, capsys)
     assert code != 0 and "excludes --tasks" in err
+
+
+def test_tune_searches_on_your_own_npz_and_exports_the_best(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "own.npz"
+    np.savez(path, x=X, price=PRICE, churn=CHURN)
+    code, err, out = _main(["tune", "hard_sharing", "--data", path, "--max-trials", "2", "--epochs", "1",
+                            "--objective", "val_mean_loss", "--directory", tmp_path / "search",
+                            "--export", tmp_path / "best"], tmp_path, monkeypatch, capsys)
+    assert code == 0, err[-3000:]
+    settings = json.loads((tmp_path / "search" / "hard_sharing" / "search.json").read_text())
+    assert settings["tasks"] == ["price", "churn"] and settings["data"] == str(path.resolve())
+    assert (tmp_path / "best" / "saved_model.pb").is_file()
+    code, err, _ = _main(["tune", "siamese", "--data", path, "--directory", tmp_path / "s"], tmp_path,
+                         monkeypatch, capsys)
+    assert code != 0 and "Families that take any tasks" in err
