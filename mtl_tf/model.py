@@ -112,7 +112,8 @@ class MultiTaskModel(keras.Model):
             self.optimizer.build(self.trainable_variables + strategy.trainable)
             self.multi_task_step = MultiTaskStep(self, tasks, strategy, self.optimizer, self.distribute_strategy,
                                                  parts=parts)
-            self._totals = _TaskTotals(tasks, name="task_totals")
+            self._totals = _TaskTotals(tasks, isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer),
+                                       name="task_totals")
         self.tasks, self.weighting = tuple(tasks), strategy
 
     @property
@@ -129,7 +130,7 @@ class MultiTaskModel(keras.Model):
         x, y = _unpack(data)
         stats = self.multi_task_step.evaluate(x, self._labels(y, x))
         logs = self._totals.add(_global(stats, self.distribute_strategy))
-        return {k: v for k, v in logs.items() if not k.startswith("weight_")}
+        return {k: v for k, v in logs.items() if not k.startswith("weight_") and k != "skipped_steps"}
 
     def _labels(self, y, x):
         """`y` as a dict keyed by task, zeros for the tasks whose targets the model computes."""
@@ -201,16 +202,19 @@ class _TaskTotals(keras.metrics.Metric):
     global under several replicas) and the last training step's weights; its result is
     the Trainer's logs."""
 
-    def __init__(self, tasks, name=None):
+    def __init__(self, tasks, loss_scaled=False, name=None):
         super().__init__(name=name)
-        self.tasks = tuple(tasks)
+        self.tasks, self.loss_scaled = tuple(tasks), loss_scaled
         shape = (len(self.tasks),)
         self.sums = {k: self.add_variable(shape, "zeros", name=k) for k in ("loss_sum", "metric_sum", "count")}
+        if loss_scaled:  # steps whose loss-scaled gradients overflowed, skipped
+            self.sums["skipped"] = self.add_variable((), "zeros", name="skipped")
         self.last_weights = self.add_variable(shape, "zeros", aggregation="mean", name="weights")
 
     def add(self, stats):
         for key, variable in self.sums.items():
-            variable.assign_add(ops.cast(stats[key], variable.dtype))
+            if key in stats:
+                variable.assign_add(ops.cast(stats[key], variable.dtype))
         if "weights" in stats:
             self.last_weights.assign(ops.cast(stats["weights"], self.last_weights.dtype))
         return self.result()
@@ -221,6 +225,8 @@ class _TaskTotals(keras.metrics.Metric):
     def result(self):
         logs = epoch_logs(self.tasks, {k: ops.convert_to_tensor(v) for k, v in self.sums.items()})
         logs.update({f"weight_{t.name}": self.last_weights[i] for i, t in enumerate(self.tasks)})
+        if self.loss_scaled:
+            logs["skipped_steps"] = ops.convert_to_tensor(self.sums["skipped"])
         return logs
 
     def reset_state(self):

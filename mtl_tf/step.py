@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from mtl_tf.gradients import flatten, shared_gradients, unflatten
+from mtl_tf.gradients import flatten, unflatten
 from mtl_tf.graph_cut import find_parts
 
 NON_FINITE = "Non-finite loss of task"
@@ -43,6 +43,7 @@ class MultiTaskStep:
         self.weighting, self.optimizer, self.distribution = weighting, optimizer, distribution
         self.update, self.groups = update, groups
         self.capture = None
+        self._scale = None  # the loss scale of the step being traced
         self.set_model(model, parts)
 
     def set_model(self, model, parts, optimizer=None):
@@ -86,6 +87,8 @@ class MultiTaskStep:
         replicas = self.distribution.num_replicas_in_sync
         mode = self.weighting.grad_mode
         capture = self.capture
+        self._scale = _loss_scale(self.optimizer)
+        state = [v.read_value() for v in self.weighting.variables] if self._scale is not None else []
         with tf.GradientTape(persistent=mode is not None) as tape:
             if self.parts is not None:
                 z, _, copies, outputs, taps = self.parts.forward(
@@ -110,11 +113,11 @@ class MultiTaskStep:
             model_variables = self.model.trainable_variables
             variables = model_variables + self.weighting.trainable
             if capture is None:
-                grads = tape.gradient(total, variables)
+                grads = self._gradient(tape, total, variables)
             else:
                 # The same backward pass also reaches the tapped pre-activations and each
                 # task's loss: dividing by d total / d L_t undoes the task's weight.
-                grads = tape.gradient(total, variables + capture.pre(taps) + task_losses)
+                grads = self._gradient(tape, total, variables + capture.pre(taps) + task_losses)
                 grads, tap_grads, scale = _split(grads, len(variables), len(capture.tapped))
                 scale = [tf.zeros([]) if g is None else g for g in scale]
                 captured = capture.kernels(model_variables, grads, taps, tap_grads, scale)
@@ -123,15 +126,16 @@ class MultiTaskStep:
         elif self.parts is None:
             variables, grads, weights = self._parameter_level(tape, task_losses, losses)
             if self.model.losses:
-                extra = tape.gradient(regularization, variables)
+                extra = self._gradient(tape, regularization, variables)
                 grads = [g if e is None else g + e for g, e in zip(grads, extra)]
             del tape
         else:
             shared = self.parts.shared_variables
             flat_heads = self.parts.head_variables
             tapped = capture.pre(taps) if capture else []
-            rep_and_heads = tape.gradient(summed, [copies[t] for t in self.task_names] + flat_heads + tapped)
-            rep_grads = tf.stack(rep_and_heads[: len(self.tasks)])
+            rep_and_heads = self._gradient(tape, summed, [copies[t] for t in self.task_names] + flat_heads + tapped)
+            # In float32 whatever the policy: Gram matrices, norms and projections need it.
+            rep_grads = tf.cast(tf.stack(rep_and_heads[: len(self.tasks)]), tf.float32)
             head_grads = rep_and_heads[len(self.tasks): len(self.tasks) + len(flat_heads)]
             if capture:
                 ones = [tf.ones([])] * len(self.tasks)
@@ -140,12 +144,12 @@ class MultiTaskStep:
             if mode == "representation":
                 combined, weights = self._combine_examples(
                     tf.reshape(rep_grads, [len(self.tasks), -1]), losses)
-                shared_grads = tape.gradient(z, shared, output_gradients=tf.reshape(combined, tf.shape(z)))
+                shared_grads = self._gradient(tape, z, shared, tf.reshape(combined, tf.shape(z)))
             elif self.weighting.batch_splits > 1:
                 combined, weights = self._combine_splits(tape, z, shared, rep_grads, y, losses)
                 shared_grads = unflatten(combined, shared)
             else:
-                per_task = shared_gradients(tape, z, shared, rep_grads)
+                per_task = self._shared_gradients(tape, z, shared, rep_grads)
                 combined, weights = self._combine_parameters(
                     tf.stack([flatten(g) for g in per_task]), losses)
                 shared_grads = unflatten(combined, shared)
@@ -154,7 +158,7 @@ class MultiTaskStep:
             variables = shared + flat_heads
             grads = list(shared_grads) + list(head_grads)
             if self.model.losses:
-                extra = tape.gradient(regularization, variables)
+                extra = self._gradient(tape, regularization, variables)
                 grads = [g if e is None else g + e for g, e in zip(grads, extra)]
             del tape
         if mode is not None and self.weighting.trainable:
@@ -167,14 +171,39 @@ class MultiTaskStep:
             grads = list(grads) + [g / replicas for g in own_grads]
         # After the weights are read: a strategy's observe() prepares the next step's.
         self.weighting.observe(losses)
+        if self._scale is not None:  # the loss scale optimizer unscales them (a power of 2: exactly)
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads if g is not None])
+            grads = [None if g is None else g * self._scale for g in grads]
         self.optimizer.apply_gradients(zip(grads, variables))
         if self.weighting.needs_losses_after_step:
             self.weighting.after_step(losses, self.losses(y, self.model(x, training=True))[0])
         stats = self.stats(y, outputs, sums, counts)
         stats["weights"] = tf.cast(weights, tf.float32) / replicas
+        if self._scale is not None:
+            # A step the loss scale overflowed is skipped by the optimizer, and by the
+            # strategy too: its state goes back to what it was.
+            for variable, before in zip(self.weighting.variables, state):
+                variable.assign(tf.where(finite, variable, before))
+            stats["skipped"] = (1.0 - tf.cast(finite, tf.float32)) / replicas
         if captured is not None:
             stats["captured"] = captured
         return stats
+
+    def _gradient(self, tape, target, sources, upstream=None):
+        """`tape.gradient` of `target` (with `upstream` gradients), back-propagated at the
+        optimizer's loss scale, if it has one, so that float16 activations keep their
+        gradients, and returned unscaled in float32 (sources of lower precision, such as
+        the cut's copies, are cast first): the combination sees the true gradients."""
+        if self._scale is None:
+            upstream = None if upstream is None else tf.cast(upstream, target.dtype)
+            return tape.gradient(target, sources, output_gradients=upstream)
+        seed = self._scale if upstream is None else tf.cast(upstream, tf.float32) * self._scale
+        grads = tape.gradient(target, sources, output_gradients=tf.cast(seed, target.dtype))
+        return [None if g is None else tf.cast(g, tf.float32) / self._scale for g in grads]
+
+    def _shared_gradients(self, tape, z, shared, rep_grads):
+        """Per task, the gradients of every shared variable from its gradient at the cut."""
+        return [self._gradient(tape, z, shared, rep_grads[t]) for t in range(rep_grads.shape[0])]
 
     def _weigh_paths(self, tape, variables, grads, weights, losses):
         """Scales each path variable's (unweighted) gradient by its task's weight; the
@@ -193,8 +222,9 @@ class MultiTaskStep:
             else:
                 scaled.append(g * tf.cast(weights[i], g.dtype))
         if shared:
-            weighted = tf.reduce_sum(tf.stop_gradient(tf.cast(weights, losses.dtype)) * losses)
-            for index, g in zip(shared, tape.gradient(weighted, [variables[j] for j in shared])):
+            # The gradient of sum_t w_t L_t: the recorded losses, weighted on the way back.
+            weights = tf.stop_gradient(tf.cast(weights, losses.dtype))
+            for index, g in zip(shared, self._gradient(tape, losses, [variables[j] for j in shared], weights)):
                 scaled[index] = g
         return scaled
 
@@ -281,7 +311,7 @@ class MultiTaskStep:
             scale = tf.math.divide_no_nan(totals, counts[:, j])  # T
             mask = tf.reshape(part[:, j], [-1] + [1] * (len(rep_grads.shape) - 2))
             masked = rep_grads * mask[None] * tf.reshape(scale, [-1] + [1] * (len(rep_grads.shape) - 1))
-            grads = tf.stack([flatten(g) for g in shared_gradients(tape, z, shared, masked)])
+            grads = tf.stack([flatten(g) for g in self._shared_gradients(tape, z, shared, masked)])
             if replicas > 1:
                 grads = context.all_reduce("SUM", grads)
             parts.append(grads)
@@ -295,7 +325,7 @@ class MultiTaskStep:
         tasks' gradients of those, flattened. The others belong to one task, and get its
         gradient, scaled by its weight if the strategy weights heads."""
         variables = self.model.trainable_variables
-        per_task = [tape.gradient(loss, variables) for loss in task_losses]
+        per_task = [self._gradient(tape, loss, variables) for loss in task_losses]
         reached = [[g[j] is not None for g in per_task] for j in range(len(variables))]
         shared = [j for j in range(len(variables)) if sum(reached[j]) > 1]
         if not shared:
@@ -318,6 +348,13 @@ class MultiTaskStep:
         outputs = self.model(x, training=False)
         _, _, sums, counts = self.losses(y, outputs)
         return self.stats(y, outputs, sums, counts)
+
+
+def _loss_scale(optimizer):
+    """A `LossScaleOptimizer`'s current scale (float32), else None."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.cast(optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale, tf.float32)
+    return None
 
 
 def epoch_logs(tasks, totals):

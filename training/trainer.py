@@ -530,6 +530,9 @@ class Trainer:
         totals = self._train_totals.read()
         logs = self._logs(totals)
         logs.update({f"weight_{t}": float(w) for t, w in zip(self.task_names, totals["weights"])})
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # Steps whose loss-scaled gradients overflowed: skipped, and the scale halved.
+            logs["skipped_steps"] = float(totals["skipped"])
         return logs
 
     def evaluate(self, data, batch_size=256):
@@ -623,10 +626,10 @@ class _RunningTotals:
     compiled step adds to, so the host reads them only when it shows them; and the last
     step's loss weights."""
 
-    SUMS = ("loss_sum", "metric_sum", "count")
+    SUMS = ("loss_sum", "metric_sum", "count", "skipped")
 
     def __init__(self, num_tasks):
-        self.values = {k: tf.Variable(tf.zeros([num_tasks]), trainable=False, name=k)
+        self.values = {k: tf.Variable(tf.zeros([] if k == "skipped" else [num_tasks]), trainable=False, name=k)
                        for k in (*self.SUMS, "weights")}
 
     def add(self, stats):

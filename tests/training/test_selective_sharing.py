@@ -251,3 +251,25 @@ def test_bad_input_is_refused_with_the_argument_named():
     with pytest.raises(ValueError, match=r"`rank` 99 is larger than a tensor of shape \(8, 2, 8\)"):
         trainer.fit(x, y, epochs=1, callbacks=[SelectiveSharing(rank=99)], verbose=0)
     assert int(trainer.epoch.numpy()) == 0  # refused before training
+
+
+def test_a_branch_two_tasks_share_gets_their_weighted_gradient_under_a_strategy_that_weights_heads():
+    """GradNorm weights the heads: a branch of two tasks gets the gradient of their
+    weighted losses (its first step's weights are 1), as a plain tape gives it."""
+    tasks = one_vs_all_tasks(["a", "b", "c"])
+    keras.utils.set_random_seed(2)
+    model = zoo.build("selective_sharing", tasks=tasks, groups=[["a", "b"]], trunk="dense", shared_units=16,
+                      branch_units=(8, 4), input_shape=(6,))
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = {t.name: rng.integers(0, 2, 32) for t in tasks}
+    branch = model.get_layer("branch_a")
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = tasks[0].loss(y["a"], out["a"]) + tasks[1].loss(y["b"], out["b"])
+    want = [g.numpy() for g in tape.gradient(loss, branch.trainable_variables)]
+    before = [v.numpy().copy() for v in branch.trainable_variables]
+    Trainer(model, tasks=tasks, weighting="gradnorm", optimizer=keras.optimizers.SGD(1.0), shuffle=False).fit(
+        x, y, epochs=1, batch_size=32, verbose=0)
+    for b, v, g in zip(before, branch.trainable_variables, want):
+        np.testing.assert_allclose(b - v.numpy(), g, rtol=1e-4, atol=1e-6, err_msg=v.path)
