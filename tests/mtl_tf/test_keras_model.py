@@ -198,3 +198,31 @@ def test_backup_and_restore_resumes_a_fit_cut_off_mid_run_to_the_uninterrupted_w
         np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-6, err_msg=v.path)
     for v, w in zip(resumed.weighting.variables, whole.weighting.variables):
         np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_keras_callbacks_tf_data_and_steps_per_execution_work_as_with_any_keras_model(tmp_path):
+    """A tf.data input, several steps per compiled call (the same weights as one per
+    call), EarlyStopping on a task's validation loss, ModelCheckpoint of the best epoch
+    (a `.keras` file that reloads with its strategy), TensorBoard's event files."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((X, Y)).batch(16)
+    once = mtl_tf.MultiTaskModel.from_model(_model())
+    once.compile(optimizer=keras.optimizers.Adam(0.01), weighting="pcgrad")
+    once.fit(data, epochs=2, verbose=0)
+    model = mtl_tf.MultiTaskModel.from_model(_model())
+    model.compile(optimizer=keras.optimizers.Adam(0.01), weighting="pcgrad", steps_per_execution=3)
+    model.fit(data, epochs=2, verbose=0)
+    for v, w in zip(model.trainable_variables, once.trainable_variables):
+        np.testing.assert_allclose(v.numpy(), w.numpy(), rtol=1e-5, atol=1e-6, err_msg=v.path)
+    best = tmp_path / "best.keras"
+    history = model.fit(data, epochs=30, verbose=0, validation_data=(X, Y), callbacks=[
+        keras.callbacks.EarlyStopping("val_a_loss", mode="min", patience=1, min_delta=0.02),
+        keras.callbacks.ModelCheckpoint(best, monitor="val_a_loss", mode="min", save_best_only=True),
+        keras.callbacks.TensorBoard(tmp_path / "logs")]).history
+    assert len(history["loss"]) < 30  # stopped early
+    reloaded = keras.models.load_model(best)
+    assert reloaded.weighting.name == "pcgrad"
+    np.testing.assert_allclose(reloaded.evaluate(X, Y, verbose=0, return_dict=True)["a_loss"],
+                               min(history["val_a_loss"]), rtol=1e-5)
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
