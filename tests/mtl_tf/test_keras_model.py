@@ -59,7 +59,8 @@ def test_a_callback_sees_the_weights_change_and_validation_is_logged():
     np.testing.assert_allclose(evaluated["a_loss"], history["val_a_loss"][-1], rtol=1e-5)
 
 
-@pytest.mark.parametrize("weighting", ["uncertainty", "dwa", "pcgrad"])
+@pytest.mark.parametrize("weighting", [pytest.param("uncertainty", marks=pytest.mark.slow),
+                                       pytest.param("dwa", marks=pytest.mark.slow), "pcgrad"])
 def test_a_keras_file_round_trip_resumes_the_strategys_state(tmp_path, weighting):
     """2 epochs, saved and reloaded (safe mode), 2 more: as 4 uninterrupted ones."""
     whole = mtl_tf.MultiTaskModel.from_model(_model())
@@ -113,6 +114,7 @@ def test_compile_refuses_what_it_cannot_do():
         model.fit(X, {"a": Y["a"]}, epochs=1, verbose=0)
 
 
+@pytest.mark.slow
 def test_under_multiworker_mirrored_strategy_compile_says_to_use_the_trainer():
     code = """
 import tensorflow as tf, keras, mtl_tf
@@ -130,6 +132,7 @@ with strategy.scope():
     assert "REFUSED" in result.stdout and "training.Trainer" in result.stdout, result.stderr[-2000:]
 
 
+@pytest.mark.slow  # the registry's round trips export the same functional graphs
 def test_a_fitted_model_exports_like_any_zoo_model(tmp_path):
     from tests.helpers import run_saved_model_roundtrip
 

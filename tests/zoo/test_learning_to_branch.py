@@ -191,6 +191,7 @@ np.savez(sys.argv[1], *[v.numpy() for v in model.weights])
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_draw_the_same_trees_and_step_as_one_device(tmp_path):
     out = tmp_path / "mirrored.npz"
     result = subprocess.run([sys.executable, "-c", _MIRRORED, str(out)], cwd=Path(__file__).resolve().parents[2],
