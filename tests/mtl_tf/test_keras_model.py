@@ -28,7 +28,8 @@ def _model(name="hard_sharing"):
     return zoo.build(name, tasks={"a": 3, "b": 2}, input_shape=(6,), **kwargs)
 
 
-@pytest.mark.parametrize("weighting, name", [("equal", "hard_sharing"), ("uncertainty", "hard_sharing"),
+@pytest.mark.parametrize("weighting, name", [("equal", "hard_sharing"),
+                                             pytest.param("uncertainty", "hard_sharing", marks=pytest.mark.slow),
                                              ("pcgrad", "hard_sharing"), ("mgda", "mmoe")])
 def test_one_fit_epoch_equals_one_trainer_epoch(weighting, name):
     """MMoE: the graph cut at its experts' outputs, in both."""

@@ -222,13 +222,12 @@ def test_unshuffled_training_visits_the_batches_in_order():
     x[:, 7] = np.arange(96)  # each example's index, read back inside the step
     seen = []
     trainer = Trainer(_model(), shuffle=False)
-    original = trainer._train_step
+    original = trainer.step.train
 
     def recording(inputs, labels):
         tf.py_function(lambda v: seen.append(v.numpy().astype(int).tolist()) or 0, [inputs[:, 7]], tf.int32)
         return original(inputs, labels)
 
-    trainer._train_step = recording
     trainer._train_function = tf.function(trainer._on_iterator(recording, trainer._train_totals), autograph=False)
     trainer.fit(x, y, epochs=2, batch_size=32, verbose=0)
     assert seen == [list(range(i, i + 32)) for i in (0, 32, 64)] * 2

@@ -29,7 +29,7 @@ def _run(tmp_path, policy, strategies, *extra):
 
 @pytest.mark.parametrize("policy", ["mixed_float16", pytest.param("mixed_bfloat16", marks=pytest.mark.slow)])
 def test_every_kind_of_strategy_steps_as_in_float32_and_learns(tmp_path, policy):
-    strategies = STRATEGIES if policy == "mixed_bfloat16" else ["uncertainty", "pcgrad", "nash_mtl"]
+    strategies = STRATEGIES if policy == "mixed_bfloat16" else ["pcgrad", "nash_mtl"]
     got = _run(tmp_path, policy, strategies, "overflow" if policy == "mixed_float16" else "")
     tolerance = 0.01 if policy == "mixed_float16" else 0.05  # 11 and 8 significant bits
     for name in strategies:

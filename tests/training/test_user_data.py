@@ -105,6 +105,7 @@ def test_train_on_your_own_npz_resumes_and_exports_with_outputs_named_by_task(tm
     assert code != 0 and "excludes --tasks" in err
 
 
+@pytest.mark.slow
 def test_tune_searches_on_your_own_npz_and_exports_the_best(tmp_path, monkeypatch, capsys):
     path = tmp_path / "own.npz"
     np.savez(path, x=X, price=PRICE, churn=CHURN)
