@@ -142,7 +142,7 @@ def _train(args):
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         limit=args.limit, seed=args.seed, model_kwargs=_parse_kwargs(args.model_option),
         weighting_kwargs=_parse_kwargs(args.weighting_option), sharing=args.sharing,
-        hierarchy=args.hierarchy, data=args.data)
+        hierarchy=args.hierarchy, data=args.data, input_key=args.input_key, task_keys=args.task_keys)
     _print_test(test)
 
 
@@ -193,7 +193,8 @@ def _tune(args):
          max_trials=args.max_trials, epochs=args.epochs, objective=args.objective.split(","),
          weightings=args.weightings.split(",") if args.weightings else None, limit=args.limit,
          batch_size=args.batch_size, seed=args.seed, export=args.export, workers=args.workers,
-         role=args.role, log=lambda m: print(m, flush=True), data=args.data)
+         role=args.role, log=lambda m: print(m, flush=True), data=args.data, input_key=args.input_key,
+         task_keys=args.task_keys)
 
 
 def _demo(args):
@@ -244,10 +245,15 @@ def build_parser():
     train.add_argument("model", help="a registered model name (see zoo.list_models())")
     train.add_argument("--tasks", default=None, type=_task_list,
                        help="comma-separated data sets, one task each (default mnist,fashion_mnist)")
-    train.add_argument("--data", default=None, metavar="FILE.npz",
+    train.add_argument("--data", default=None, metavar="FILE.npz|tfds:NAME",
                        help="your own data: an array x and one label array per task (integers: classes, "
                             "-1 no label; floats: targets, NaN no label), optionally x_test and "
-                            "<task>_test; --tasks is then not used")
+                            "<task>_test; or a TFDS data set (see --input-key, --task-keys); --tasks is "
+                            "then not used")
+    train.add_argument("--input-key", default="image", help="tfds:NAME only: the inputs' feature")
+    train.add_argument("--task-keys", default=None, type=_task_list,
+                       help="tfds:NAME only: comma-separated label features, one task each "
+                            "(default: the data set's supervised label)")
     train.add_argument("--hierarchy", default=None, metavar="DATA",
                        help="coarse_fine models only: the fine and coarse labels of fashion_mnist, "
                             "pooled or cifar100 (paper 004); --tasks is then not used")
@@ -312,9 +318,12 @@ def build_parser():
                                      "DSelect-k, Cross-stitch, MTAN)")
     tune.add_argument("--tasks", default="mnist,fashion_mnist", type=_task_list,
                       help="comma-separated data sets, one task each (siamese: its own pairs)")
-    tune.add_argument("--data", default=None, metavar="FILE.npz",
+    tune.add_argument("--data", default=None, metavar="FILE.npz|tfds:NAME",
                       help="your own data, as for train (hard_sharing and architectures only); "
                            "--tasks is then not used")
+    tune.add_argument("--input-key", default="image", help="tfds:NAME only: the inputs' feature")
+    tune.add_argument("--task-keys", default=None, type=_task_list,
+                      help="tfds:NAME only: comma-separated label features, one task each")
     tune.add_argument("--tuner", default="random", help="random, bayesian or hyperband")
     tune.add_argument("--max-trials", type=_POSITIVE, default=10)
     tune.add_argument("--epochs", type=_POSITIVE, default=3, help="per trial (hyperband: the most)")

@@ -51,13 +51,14 @@ def hierarchy_arrays(name, split, limit=None, seed=0):
 
 def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_size=128,
           learning_rate=1e-3, limit=None, seed=0, model_kwargs=None, weighting_kwargs=None,
-          verbose=1, sharing=None, hierarchy=None, data=None):
+          verbose=1, sharing=None, hierarchy=None, data=None, input_key="image", task_keys=None):
     """Trains `model_name` on the pooled data sets; returns (trainer, history, test logs).
     `sharing`: a Selective Sharing criterion, for the `selective_sharing` model.
     `hierarchy`: a coarse/fine data set (`fashion_mnist`, `pooled`, `cifar100`) for the
     `coarse_fine*` models, whose two tasks are then `fine` and `coarse` (`task_names` unused).
-    `data`: a user's .npz (`training.user_data`), whose label arrays are the tasks
-    (`task_names` unused); without a test split the test logs are empty."""
+    `data`: a user's .npz, or `tfds:NAME` with the features `input_key` and `task_keys`
+    (`training.user_data`), whose labels are the tasks (`task_names` unused); without a
+    test split the test logs are empty."""
     run_dir = Path(run_dir)
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise ValueError(f"`learning_rate` must be a finite number > 0. Received: "
@@ -81,9 +82,9 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         x_test, y_test, _ = hierarchy_arrays(hierarchy, "test")
         task_names, arrays = ["fine", "coarse"], (x, y, (x_test, y_test))
     if data is not None:
-        from training.user_data import load_npz
+        from training.user_data import load
 
-        (x, y), test, tasks = load_npz(data)
+        (x, y), test, tasks = load(data, input_key, task_keys)
         order = np.random.default_rng(seed).permutation(len(x))[:limit]  # the last tenth: validation
         arrays = (x[order], {k: v[order] for k, v in y.items()}, test)
         task_names = [t.name for t in tasks]
@@ -95,8 +96,10 @@ def train(model_name, task_names, run_dir, weighting="equal", epochs=3, batch_si
         config.update(hierarchy=hierarchy, classes={k: len(v) for k, v in names.items()},
                       input_shape=list(x.shape[1:]))
     if data is not None:
-        config.update(data=str(Path(data).resolve()), task_specs=[t.get_config() for t in tasks],
-                      input_shape=list(x.shape[1:]))
+        source = str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())
+        config.update(data=source, task_specs=[t.get_config() for t in tasks], input_shape=list(x.shape[1:]))
+        if source.startswith("tfds:"):
+            config["data_keys"] = {"input": input_key, "tasks": [t.name for t in tasks]}
     if sharing is not None:
         if model_name != "selective_sharing":
             raise ValueError(f"`sharing` merges the branches of the `selective_sharing` model; "

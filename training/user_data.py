@@ -1,4 +1,5 @@
-"""A user's own data for `mtl-tf train --data FILE.npz` and `mtl-tf tune --data FILE.npz`.
+"""A user's own data for `mtl-tf train --data FILE.npz` and `mtl-tf tune --data FILE.npz`,
+or a TFDS data set (`--data tfds:NAME`, `load_tfds`).
 
 The file holds an array `x` (N x ...) and one label array per task, named by the task
 (`np.savez("data.npz", x=x, price=price, churn=churn)`), and may hold a test split,
@@ -12,12 +13,23 @@ object arrays are refused, as is anything else that would fail deep inside Tenso
 name (the key and the value).
 """
 
+import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from mtl_tf.tasks import Task
+
+
+def load(data, input_key="image", task_keys=None):
+    """`load_tfds` for `tfds:NAME`, else `load_npz`."""
+    if str(data).startswith("tfds:"):
+        return load_tfds(str(data)[5:], input_key, task_keys)
+    if task_keys is not None or input_key != "image":
+        raise ValueError(f"`input_key` and `task_keys` pick a TFDS data set's features; an .npz names its "
+                         f"own (`x` and one array per task). Received: data={str(data)!r}")
+    return load_npz(data)
 
 
 def load_npz(path):
@@ -34,6 +46,11 @@ def load_npz(path):
             arrays = {key: _read(archive, key, path) for key in archive.files}
     except (zipfile.BadZipFile, OSError, EOFError) as error:
         raise ValueError(f"`data` {str(path)!r} is not a readable .npz file ({error}).") from None
+    return _from_arrays(arrays, str(path))
+
+
+def _from_arrays(arrays, path):
+    """The checked `((x, labels), test, tasks)` of a file's (or a TFDS set's) arrays."""
     if "x" not in arrays:
         raise ValueError(f"`data` {str(path)!r} has no array `x` (the inputs). Keys: {sorted(arrays)}")
     names = [k for k in arrays if k != "x" and k != "x_test" and not k.endswith("_test")]
@@ -114,3 +131,52 @@ def _labels(y, task):
     if task.kind == "multiclass":
         return y.astype(np.int64)
     return y.astype(np.float32).reshape(len(y), -1) if y.ndim > 1 else y.astype(np.float32)
+
+
+def load_tfds(name, input_key="image", task_keys=None, data_dir=None):
+    """As `load_npz`, from a TFDS data set: `name` (prepared here, or one of the project's
+    `mtl_*` builders, prepared from the local files on first use), the feature `input_key`
+    as the inputs and each of `task_keys` (default: the builder's supervised label) as a
+    task of the same name; splits `train` and, if it has one, `test`."""
+    import tensorflow_datasets as tfds
+
+    from mtl_tf.data import register_tfds_builders
+
+    register_tfds_builders()
+    source = f"tfds:{name}"
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR")  # read now: TFDS reads it once, at import
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as error:
+        mine = sorted(b for b in tfds.list_builders() if b.startswith("mtl_"))
+        raise ValueError(f"`data` {source!r}: no TFDS data set of that name ({str(error).splitlines()[0]}). "
+                         f"The project's, prepared from local files: {mine}") from None
+    features = builder.info.features
+    keys = list(features.keys()) if hasattr(features, "keys") else []
+    if input_key not in keys:
+        raise ValueError(f"`data` {source!r} has no feature {input_key!r} for the inputs. Features: {keys}")
+    if task_keys is None:
+        supervised = builder.info.supervised_keys
+        task_keys = [supervised[1]] if supervised else [k for k in keys if k != input_key]
+    task_keys = list(task_keys)
+    unknown = [k for k in task_keys if k not in keys or k == input_key]
+    if unknown or not task_keys:
+        raise ValueError(f"`data` {source!r}: task keys {unknown or task_keys} are not label features. "
+                         f"Features: {keys} (inputs: {input_key!r})")
+    try:
+        builder.download_and_prepare()
+    except Exception as error:  # noqa: BLE001 - a download where nothing can be downloaded
+        raise ValueError(f"`data` {source!r} is not prepared in {builder.data_dir!r} and cannot be prepared "
+                         f"here ({type(error).__name__}: {str(error).splitlines()[0][:200]}).") from None
+    arrays = {}
+    for split, suffix in (("train", ""), ("test", "_test")):
+        if split not in builder.info.splits:
+            continue
+        batch = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
+        x = batch[input_key]
+        arrays["x" + suffix] = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+        for key in task_keys:
+            arrays[key + suffix] = batch[key]
+    if "x" not in arrays:
+        raise ValueError(f"`data` {source!r} has no `train` split. Splits: {list(builder.info.splits)}")
+    return _from_arrays(arrays, source)

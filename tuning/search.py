@@ -148,10 +148,11 @@ def _tuner(kind, hypermodel, objective, max_trials, epochs, folder, seed):
 
 def tune(family, tasks, directory, project, tuner="random", max_trials=10, epochs=3,
          objective="val_mean_accuracy", weightings=None, limit=None, batch_size=128, seed=0,
-         export=None, workers=0, role=None, log=print, data=None):
+         export=None, workers=0, role=None, log=print, data=None, input_key="image", task_keys=None):
     """Runs (or continues) the search and returns the summary rows, best first. `data`: a
-    user's .npz (`training.user_data`), whose label arrays are the tasks (`tasks` unused),
-    for the families that take any tasks (`DATA_FAMILIES`)."""
+    user's .npz or `tfds:NAME` with its features `input_key` and `task_keys`
+    (`training.user_data`), whose labels are the tasks (`tasks` unused), for the families
+    that take any tasks (`DATA_FAMILIES`)."""
     from training.trainer import _check_positive_int
 
     for name, value in {"max_trials": max_trials, "epochs": epochs, "batch_size": batch_size,
@@ -171,12 +172,12 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
         tasks = ["fine", "coarse"]
     own = None
     if data is not None:
-        from training.user_data import load_npz
+        from training.user_data import load
 
         if family not in DATA_FAMILIES:
             raise ValueError(f"`data` gives tasks of its own; family {family!r} has its paper's tasks. "
                              f"Families that take any tasks: {list(DATA_FAMILIES)}. Received: family={family!r}")
-        (x, y), _, task_specs = load_npz(data)
+        (x, y), _, task_specs = load(data, input_key, task_keys)
         order = np.random.default_rng(seed).permutation(len(x))[:limit]
         own = (x[order], {k: v[order] for k, v in y.items()})
         tasks = [t.name for t in task_specs]
@@ -186,14 +187,16 @@ def tune(family, tasks, directory, project, tuner="random", max_trials=10, epoch
     settings = {"family": family, "tasks": list(tasks), "tuner": tuner, "max_trials": max_trials,
                 "epochs": epochs, "objective": objective, "weightings": hypermodel.weightings,
                 "limit": limit, "batch_size": batch_size, "seed": seed, "space": space,
-                **({"data": str(Path(data).resolve())} if data is not None else {})}
+                **({"data": str(data) if str(data).startswith("tfds:") else str(Path(data).resolve())}
+                   if data is not None else {})}
     _guard(folder, settings, write=role in (None, "chief"))
     if workers and role is None:
         command = ["tune", family, "--tasks", ",".join(tasks), "--tuner", tuner, "--max-trials",
                    str(max_trials), "--epochs", str(epochs), "--objective", ",".join(objective),
                    "--directory", str(directory), "--project", project, "--batch-size", str(batch_size),
                    "--seed", str(seed), "--weightings", ",".join(hypermodel.weightings)]
-        command += ["--data", str(data)] if data is not None else []
+        command += ["--data", str(data), "--input-key", input_key] if data is not None else []
+        command += ["--task-keys", ",".join(task_keys)] if task_keys else []
         _run_distributed(command + ["--limit", str(limit) if limit else "all"], workers, log)
     else:
         x, y, x_val, y_val = _data(family, tasks, limit, seed, own)

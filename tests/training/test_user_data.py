@@ -119,3 +119,26 @@ def test_tune_searches_on_your_own_npz_and_exports_the_best(tmp_path, monkeypatc
     code, err, _ = _main(["tune", "siamese", "--data", path, "--directory", tmp_path / "s"], tmp_path,
                          monkeypatch, capsys)
     assert code != 0 and "Families that take any tasks" in err
+
+
+def test_train_on_a_tfds_data_set_with_the_features_named(tmp_path, monkeypatch, capsys):
+    """Paper 003's pairs as the project's TFDS builder has them (prepared from the local
+    files on first use, into TFDS_DATA_DIR): the input feature and two label features."""
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    run = tmp_path / "run"
+    code, err, out = _main(["train", "hard_sharing", "--data", "tfds:mtl_mnist_pairs", "--input-key", "image",
+                            "--task-keys", "compare,digit_a", "--model-option", "trunk=dense", "--epochs", "2",
+                            "--run-dir", run], tmp_path, monkeypatch, capsys)
+    assert code == 0, err[-3000:]
+    config = json.loads((run / "config.json").read_text())
+    assert config["input_shape"] == [2, 14, 14] and config["tasks"] == ["compare", "digit_a"]
+    assert config["data_keys"] == {"input": "image", "tasks": ["compare", "digit_a"]}
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert test["digit_a_accuracy"] > 0.3  # 10 classes, 900 pairs, 2 epochs
+    for args, message in [(["--data", "tfds:no_such_set"], "no TFDS data set of that name"),
+                          (["--data", "tfds:mtl_mnist_pairs", "--input-key", "pixels"], "no feature 'pixels'"),
+                          (["--data", "tfds:mtl_mnist_pairs", "--task-keys", "label"], "task keys ['label']")]:
+        code, err, _ = _main(["train", "hard_sharing", *args, "--run-dir", tmp_path / "bad"], tmp_path,
+                             monkeypatch, capsys)
+        assert code != 0 and message in err, err
+    assert not (tmp_path / "bad").exists()
