@@ -42,6 +42,20 @@ def main(out, policy, weightings, overflow=""):
             history = Trainer(model(), weighting=name, optimizer=optimizer(keras.optimizers.Adam(1e-2))).fit(
                 x, y, epochs=3, batch_size=32, verbose=0).history
             results[f"{name}/{run_policy}/loss"] = np.array(history["loss"])
+    # Keras's own fit on a MultiTaskModel (its compile wraps the optimizer in a
+    # LossScaleOptimizer under mixed_float16): one SGD step of PCGrad.
+    import mtl_tf
+
+    for run_policy in ("float32", policy):
+        keras.mixed_precision.set_global_policy(run_policy)
+        m = mtl_tf.MultiTaskModel.from_model(model())
+        m.compile(optimizer=keras.optimizers.SGD(1.0), weighting="pcgrad")
+        before = [v.numpy().copy() for v in m.trainable_variables]
+        history = m.fit(x[:32], {k: v[:32] for k, v in y.items()}, epochs=1, batch_size=32, shuffle=False,
+                        verbose=0).history
+        results[f"keras/{run_policy}/step"] = np.concatenate(
+            [(b - v.numpy()).ravel() for b, v in zip(before, m.trainable_variables)])
+        results[f"keras/{run_policy}/logged"] = np.array(sorted(history))
     if overflow:
         keras.mixed_precision.set_global_policy(policy)
         trainer = Trainer(model(), weighting="dwa", optimizer=optimizer(keras.optimizers.Adam(1e-2), 2.0 ** 24))

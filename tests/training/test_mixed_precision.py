@@ -1,6 +1,7 @@
 """Every kind of weighting strategy under `mixed_bfloat16` and `mixed_float16` (with a
 LossScaleOptimizer): one step's update, the combined gradient, matches float32's within
-the policy's precision, and a short run learns; a loss scale that overflows skips steps
+the policy's precision (the Trainer's, and Keras's fit on a MultiTaskModel), and a short
+run learns; a loss scale that overflows skips steps
 (reported, the strategy's state untouched) instead of stopping the run. Each policy runs
 in a process of its own (the policy is global)."""
 
@@ -39,6 +40,9 @@ def test_every_kind_of_strategy_steps_as_in_float32_and_learns(tmp_path, policy)
         loss, reference = got[f"{name}/{policy}/loss"], got[f"{name}/float32/loss"]
         assert loss[-1] < 0.9 * loss[0] and abs(loss[-1] - reference[-1]) <= 0.1 * reference[-1], (
             name, loss, reference)
+    want, step = got["keras/float32/step"], got[f"keras/{policy}/step"]  # Keras's fit on a MultiTaskModel
+    assert np.abs(step - want).max() <= tolerance * np.abs(want).max()
+    assert ("skipped_steps" in got[f"keras/{policy}/logged"]) == (policy == "mixed_float16")
     if policy == "mixed_float16":
         skipped, loss = got["overflow/skipped"], got["overflow/loss"]
         assert skipped[0] > 0 and skipped[-1] == 0, skipped  # 2^24 halves until it fits
