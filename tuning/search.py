@@ -114,10 +114,36 @@ def _data(family, tasks, limit, seed, own=None):
     return x[:-held], {t: v[:-held] for t, v in y.items()}, x[-held:], {t: v[-held:] for t, v in y.items()}
 
 
+def _atomic_state_writes(folder):
+    """keras-tuner writes its state files in place (open, then write): a search killed in
+    between leaves an empty file that the next run cannot read. From now on each goes
+    through a temporary file and a rename; a tuner file left empty by an earlier run is
+    rewritten (a tuner's own state is `{}`, the search's is in oracle.json and the trials)."""
+    from keras_tuner.src import utils
+
+    if not getattr(utils.save_json, "atomic", False):
+        def save_json(path, obj):
+            text = json.dumps(obj)
+            atomic_write_bytes(Path(path), text.encode())
+            return text
+
+        save_json.atomic = True
+        utils.save_json = save_json
+    for path in Path(folder).glob("*.json"):
+        if path.name in ("oracle.json", SETTINGS_FILE):
+            continue
+        try:
+            json.loads(path.read_text())
+        except (ValueError, OSError):
+            atomic_write_bytes(path, b"{}")
+
+
 def _tuner(kind, hypermodel, objective, max_trials, epochs, folder, seed):
     import keras_tuner
 
     import tuning
+
+    _atomic_state_writes(folder)
 
     base = getattr(keras_tuner, TUNERS[kind])
 

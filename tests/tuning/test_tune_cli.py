@@ -198,3 +198,24 @@ def test_a_trial_finished_just_before_the_kill_is_not_run_again(tmp_path, capsys
     assert "Running Trial" not in capsys.readouterr().out
     assert json.loads(trial.read_text()) == kept
     assert [r["status"] for r in rows] == ["COMPLETED"]
+
+
+def test_a_tuner_file_left_empty_by_a_kill_is_rewritten_and_state_files_are_written_whole(tmp_path):
+    """keras-tuner writes its state in place; a kill mid-write left `tuner0.json` empty and
+    the next run failed on it ('Expecting value'). The tuner's file is rewritten (its state
+    is `{}`), the oracle's is left for keras-tuner, and writes go through a rename."""
+    import json as json_lib
+
+    from keras_tuner.src import utils
+
+    from tuning.search import _atomic_state_writes
+
+    (tmp_path / "tuner0.json").write_text("")
+    (tmp_path / "oracle.json").write_text('{"ongoing_trials": {}}')
+    _atomic_state_writes(tmp_path)
+    assert json_lib.loads((tmp_path / "tuner0.json").read_text()) == {}
+    assert (tmp_path / "oracle.json").read_text() == '{"ongoing_trials": {}}'
+    assert getattr(utils.save_json, "atomic", False)
+    utils.save_json(str(tmp_path / "trial.json"), {"status": "COMPLETED"})
+    assert json_lib.loads((tmp_path / "trial.json").read_text()) == {"status": "COMPLETED"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.json", "trial.json", "tuner0.json"]  # no temp left
