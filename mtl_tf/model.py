@@ -15,13 +15,12 @@ and `BackupAndRestore` keep it, and `compile` is in the `.keras` file's config.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from mtl_tf import weighting as weighting_lib
-from mtl_tf.step import NON_FINITE, NO_CUT, MultiTaskStep, epoch_logs, find_model_parts
-from mtl_tf.tasks import Task, as_tasks, infer_tasks
+from mtl_tf.step import NON_FINITE, MultiTaskStep, epoch_logs, prepare_parts
+from mtl_tf.tasks import Task, as_tasks, infer_tasks, task_labels
 
 # Keras losses that name a task kind (outputs as logits, as the zoo's are).
 _LOSS_KINDS = {"sparse_categorical_crossentropy": "multiclass", "binary_crossentropy": "binary",
@@ -102,13 +101,7 @@ class MultiTaskModel(keras.Model):
                              f"Model outputs: {sorted(self.output)}")
         with self.distribute_strategy.scope():
             strategy = weighting_lib.get(weighting).build(len(tasks))
-            parts = find_model_parts(self, names, strategy)
-            if (strategy.gradient_state or strategy.batch_splits > 1) and parts is None:
-                raise ValueError(f"Weighting {strategy.name!r} needs a model whose shared layers are cut "
-                                 f"off from each task's own ones; model {self.name!r} has no such cut "
-                                 f"({NO_CUT}).")
-            if strategy.gradient_state:
-                strategy.build_gradient_state(sum(int(np.prod(v.shape)) for v in parts.shared_variables))
+            parts = prepare_parts(self, names, strategy)
             self.optimizer.build(self.trainable_variables + strategy.trainable)
             self.multi_task_step = MultiTaskStep(self, tasks, strategy, self.optimizer, self.distribute_strategy,
                                                  parts=parts)
@@ -134,19 +127,8 @@ class MultiTaskModel(keras.Model):
 
     def _labels(self, y, x):
         """`y` as a dict keyed by task, zeros for the tasks whose targets the model computes."""
-        names = [t.name for t in self.tasks]
-        if not isinstance(y, dict):
-            readers = [t.name for t in self.tasks if t.target != "output"]
-            if len(readers) != 1:
-                raise ValueError(f"Labels for {len(names)} tasks must be a dict keyed by task name {names}.")
-            y = {readers[0]: y}
-        missing = [t.name for t in self.tasks if t.name not in y and t.target != "output"]
-        unknown = [k for k in y if k not in names]
-        if missing or unknown:
-            raise ValueError(f"The label dict must have one entry per task {names}. Missing: {missing}; "
-                             f"unknown: {unknown}")
         batch = tf.shape(tf.nest.flatten(x)[0])[0]
-        return {t.name: y[t.name] if t.name in y else tf.zeros([batch]) for t in self.tasks}
+        return task_labels(self.tasks, y, batch, lambda n, dtype: tf.zeros([n], dtype))
 
     def fit(self, *args, callbacks=None, epochs=1, **kwargs):
         """Keras's `fit`, with the weighting strategy's epoch hooks (its schedules, DWA's

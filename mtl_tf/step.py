@@ -14,6 +14,7 @@ matrices and per-task gradients are all-reduced before the strategy sees them.
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -384,6 +385,19 @@ def find_model_parts(model, task_names, weighting, stacklevel=3):
         warnings.warn(f"Model {model.name!r} has no cut between shared and task layers ({NO_CUT}): "
                       f"{weighting.name!r} combines each task's gradients of the shared weights "
                       f"instead (mode='parameters', one backward pass per task).", stacklevel=stacklevel)
+    return parts
+
+
+def prepare_parts(model, task_names, weighting):
+    """`find_model_parts` for a step being set up: refuses a strategy that needs a cut
+    on a model without one, and sizes the strategy's per-weight state."""
+    parts = find_model_parts(model, task_names, weighting, stacklevel=4)
+    if (weighting.gradient_state or weighting.batch_splits > 1) and parts is None:
+        raise ValueError(f"Weighting {weighting.name!r} needs a model whose shared layers are cut off "
+                         f"from each task's own ones (it keeps state per shared weight or splits the "
+                         f"batch); model {model.name!r} has no such cut ({NO_CUT}).")
+    if weighting.gradient_state:
+        weighting.build_gradient_state(sum(int(np.prod(v.shape)) for v in parts.shared_variables))
     return parts
 
 

@@ -20,6 +20,7 @@ to mask an example).
 
 import dataclasses
 
+import numpy as np
 import tensorflow as tf
 
 KINDS = ("multiclass", "binary", "regression", "reconstruction")
@@ -183,3 +184,32 @@ def infer_tasks(model):
         raise ValueError(f"Model {model.name!r} must return a dict of outputs keyed by task "
                          f"name. Received outputs: {spec!r}")
     return tuple(Task(name, int(tensor.shape[-1])) for name, tensor in spec.items())
+
+
+def as_labels(y, task_names):
+    """`y` as a dict keyed by task; a bare array is accepted for a single task."""
+    if isinstance(y, dict):
+        missing = [t for t in task_names if t not in y]
+        extra = [k for k in y if k not in task_names]
+        if missing or extra:
+            raise ValueError(f"The label dict must have one entry per task {list(task_names)}. "
+                             f"Missing: {missing}; unknown: {extra}")
+        return {t: y[t] for t in task_names}
+    if len(task_names) == 1:
+        return {task_names[0]: y}
+    raise ValueError(f"Labels for {len(task_names)} tasks must be a dict keyed by task name "
+                     f"{list(task_names)}. Received: {type(y).__name__}")
+
+
+def task_labels(tasks, y, n, zeros=np.zeros):
+    """`y` as a dict keyed by the names of `tasks`, with `zeros(n, "float32")` for the
+    tasks whose targets the model computes (`target="output"`) when not given. A bare
+    array is the labels of the one task that reads labels."""
+    names = [t.name for t in tasks]
+    own = [t.name for t in tasks if t.target == "output"]
+    if not own:
+        return as_labels(y, names)
+    if not isinstance(y, dict):
+        readers = [t for t in names if t not in own]
+        y = as_labels(y, readers) if len(readers) == 1 else as_labels(y, names)
+    return as_labels({**{t: zeros(n, "float32") for t in own}, **y}, names)

@@ -34,21 +34,6 @@ def epoch_dataset(x, y, batch_size, seed=0, start_epoch=0, shuffle=True):
     return dataset.with_options(options), steps
 
 
-def as_labels(y, task_names):
-    """`y` as a dict keyed by task; a bare array is accepted for a single task."""
-    if isinstance(y, dict):
-        missing = [t for t in task_names if t not in y]
-        extra = [k for k in y if k not in task_names]
-        if missing or extra:
-            raise ValueError(f"The label dict must have one entry per task {list(task_names)}. "
-                             f"Missing: {missing}; unknown: {extra}")
-        return {t: y[t] for t in task_names}
-    if len(task_names) == 1:
-        return {task_names[0]: y}
-    raise ValueError(f"Labels for {len(task_names)} tasks must be a dict keyed by task name "
-                     f"{list(task_names)}. Received: {type(y).__name__}")
-
-
 def check_arrays(x, y, tasks, input_shape, argument="x"):
     """Checks in-memory inputs and labels before they reach the graph, where a wrong
     shape or an out-of-range label fails deep inside TensorFlow. `tasks` are `Task`s;

@@ -30,9 +30,9 @@ from mtl_tf.errors import brief
 from mtl_tf.gradients import last_layer_gradients, representation_gradients, shared_gradients
 from mtl_tf.graph_cut import find_parts
 from mtl_tf.inspection import Inspection, is_entry
-from mtl_tf.tasks import as_tasks, infer_tasks
-from training.data import as_labels, check_arrays, epoch_dataset
-from mtl_tf.step import NO_CUT, NON_FINITE, MultiTaskStep, epoch_logs, find_model_parts
+from mtl_tf.step import NON_FINITE, MultiTaskStep, epoch_logs, find_model_parts, prepare_parts
+from mtl_tf.tasks import as_labels, as_tasks, infer_tasks, task_labels
+from training.data import check_arrays, epoch_dataset
 
 
 
@@ -120,15 +120,7 @@ class Trainer:
         self.update, self.groups = _check_update(update, groups, self.task_names)
         with self.distribution.scope():
             self.weighting = weighting_lib.get(weighting).build(len(self.tasks))
-            parts = find_model_parts(model, self.task_names, self.weighting)
-            if self.weighting.gradient_state or self.weighting.batch_splits > 1:
-                if parts is None:
-                    raise ValueError(f"Weighting {self.weighting.name!r} needs a model whose shared "
-                                     f"layers are cut off from each task's own ones (it keeps state per "
-                                     f"shared weight or splits the batch); model {model.name!r} has no "
-                                     f"such cut ({NO_CUT}).")
-            if self.weighting.gradient_state:
-                self.weighting.build_gradient_state(sum(int(np.prod(v.shape)) for v in parts.shared_variables))
+            parts = prepare_parts(model, self.task_names, self.weighting)
             if self.update == "alternating" and (self.weighting.grad_mode is not None
                                                  or self.weighting.needs_losses_after_step):
                 raise ValueError(f"The alternating update takes a loss-level weighting (a schedule, "
@@ -559,13 +551,7 @@ class Trainer:
         """`y` as a dict keyed by task, with zeros for the tasks whose targets the model
         computes (`target="output"`) when not given. A bare array is the labels of the one
         task that reads labels."""
-        own = [t.name for t in self.tasks if t.target == "output"]
-        if not own:
-            return as_labels(y, self.task_names)
-        if not isinstance(y, dict):
-            readers = [t for t in self.task_names if t not in own]
-            y = as_labels(y, readers) if len(readers) == 1 else as_labels(y, self.task_names)
-        return as_labels({**{t: zeros(n, "float32") for t in own}, **y}, self.task_names)
+        return task_labels(self.tasks, y, n, zeros)
 
     def _logs(self, totals):
         return {k: float(v) for k, v in epoch_logs(self.tasks, totals).items()}
