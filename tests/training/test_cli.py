@@ -274,8 +274,10 @@ def test_predict_refuses_what_it_cannot_read(tmp_path, monkeypatch, capsys):
         f"(cannot identify image file {str(tmp_path / 'notes.png')!r})."], result.stderr[-2000:]
 
 
-# The loss-level case is also covered by test_trainer's two-worker test: slow here.
-@pytest.mark.parametrize("weighting", [pytest.param("uncertainty", marks=pytest.mark.slow), "mgda"])
+# Slow: test_trainer's and test_step_reference's two-worker tests cover the same cluster
+# and step in the default suite (the suite ran over 10 minutes).
+@pytest.mark.slow
+@pytest.mark.parametrize("weighting", ["uncertainty", "mgda"])
 def test_train_with_two_workers_matches_one_process(weighting, tmp_path):
     """`--workers 2`: two processes of one MultiWorkerMirroredStrategy cluster on loopback
     end where one process ends: every variable within 1% of the distance training moved it.

@@ -142,8 +142,10 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_weights(tmp_path, name):
         np.testing.assert_array_equal(got, value)
 
 
-@pytest.mark.parametrize("name", [n if n == "gradnorm" else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in sorted(STATEFUL)])
+# Slow: the stopped-mid-epoch test above resumes every stateful strategy in the default
+# suite, and tests/faults/test_sigkill.py kills runs with SIGKILL there.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(STATEFUL))
 def test_a_killed_run_resumes_to_the_same_weights(tmp_path, name):
     """SIGKILL, no chance to clean up; gradnorm (learned weights and initial losses) in the
     default suite, the other strategies with state in the slow one."""
