@@ -30,12 +30,11 @@ The auxiliary loss is a loss weighting, not a layer: `aux_weighting(aux_loss_wei
 gives the paper's weighted average (1 - w) L_compare + w (L_digit_a + L_digit_b) / 2.
 """
 
-import math
-
 import keras
 
 from mtl_tf.tasks import Task, as_tasks
 from mtl_tf.weighting import get as get_weighting
+from zoo.initializers import torch_uniform
 from zoo.registry import register
 
 TASKS = (Task("compare", 2), Task("digit_a", 10), Task("digit_b", 10))
@@ -45,22 +44,15 @@ PIPE_UNITS = {"shallow": (500,), "deep": (300, 100, 70, 30, 20), "conv": (100,)}
 CLASSIFIER_UNITS = {"shallow": (50,), "deep": (30, 20, 10), "conv": (32,)}
 
 
-def _uniform(fan_in):
-    # PyTorch's nn.Linear / nn.Conv2d defaults: kaiming_uniform(a=sqrt(5)) for the
-    # kernel and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias, the same bound.
-    bound = 1.0 / math.sqrt(fan_in)
-    return keras.initializers.RandomUniform(-bound, bound)
-
-
 def _dense(units, fan_in, activation="relu", name=None):
     return keras.layers.Dense(units, activation=activation, name=name,
-                              kernel_initializer=_uniform(fan_in), bias_initializer=_uniform(fan_in))
+                              kernel_initializer=torch_uniform(fan_in), bias_initializer=torch_uniform(fan_in))
 
 
 def _conv(filters, channels_in, kernel=3, padding="valid"):
     fan_in = kernel * kernel * channels_in
     return keras.layers.Conv2D(filters, kernel, activation="relu", padding=padding,
-                               kernel_initializer=_uniform(fan_in), bias_initializer=_uniform(fan_in))
+                               kernel_initializer=torch_uniform(fan_in), bias_initializer=torch_uniform(fan_in))
 
 
 def _mlp(widths, fan_in, outputs):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtl_tf.data import letters, paths, sources
+from mtl_tf.data import letters, multi_mnist, paths, sources
 from mtl_tf.data.idx import read_idx
 from mtl_tf.data.safe_pickle import safe_unpickle
 from mtl_tf.names import unknown_name
@@ -47,20 +47,22 @@ def load_numpy(name, split, **options):
 
     Args:
         name: str. One of `"mnist"`, `"fashion_mnist"`, `"letters"`, `"cifar100"`,
-            `"mnist_pairs"`.
+            `"mnist_pairs"`, `"multi_mnist"`, `"multi_fashion"`, `"multi_fashion_mnist"`.
         split: str. `"train"` or `"test"`; MNIST also has `"train50k"` and `"val10k"`
-            (the first 50,000 / last 10,000 training images).
+            (the first 50,000 / last 10,000 training images); the `multi_*` sets have
+            `"train"`, `"val"` and `"test"` (`mtl_tf.data.multi_mnist`).
         **options: per data set. `letters`: `notmnist=PATH` reads a real notMNIST
             archive instead of the font-rendered set. `cifar100`: `path=DIR`, a
             `cifar-100-python` folder or its `.tar.gz`. `mnist_pairs`: `n=1000` pairs,
-            `seed=0`.
+            `seed=0`. `multi_*`: `seed=0`, the partners' and shifts' draw.
 
     Returns:
         `(images, labels)`. Images are uint8, N x H x W (grey) or N x H x W x C
         (colour); `mnist_pairs` images are float32 N x 2 x 14 x 14, the exact 2x2
         averages of the 0..255 pixels. Labels are int64 N, or for sets with several
         labels a dict of int64 arrays keyed by task: `{"fine", "coarse"}` for cifar100,
-        `{"compare", "digit_a", "digit_b"}` for mnist_pairs.
+        `{"compare", "digit_a", "digit_b"}` for mnist_pairs, `{"left", "right"}`
+        for the `multi_*` sets.
 
     Example:
     ```python
@@ -189,3 +191,13 @@ def _load_mnist_pairs(split, n=1000, seed=0):
 
     images, labels = load_numpy("mnist", split)
     return make_pairs(images, labels, n=n, seed=seed)
+
+
+def _register_multi(name):
+    @_register(name, multi_mnist.SPLITS)
+    def _load(split, seed=0):
+        return multi_mnist.load(name, split, seed=seed)
+
+
+for _name in ("multi_mnist", "multi_fashion", "multi_fashion_mnist"):
+    _register_multi(_name)

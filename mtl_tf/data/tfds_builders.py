@@ -9,6 +9,7 @@ which download from the internet.
 | mtl_letters | letters rendered from fonts (NotMNIST-like) |
 | mtl_cifar100 | cifar100 (fine and coarse labels), when present |
 | mtl_mnist_pairs | mnist_pairs, 1000 pairs per split, seed 0 |
+| mtl_multi_mnist, mtl_multi_fashion, mtl_multi_fashion_mnist | the `multi_*` sets, seed 0 |
 """
 
 import numpy as np
@@ -112,3 +113,36 @@ class MtlMnistPairs(_LocalBuilder):
 
     def _example(self, image, labels, i):
         return {"image": image, **{task: values[i] for task, values in labels.items()}}
+
+
+class _MultiBuilder(_LocalBuilder):
+    SHAPE = (36, 36, 1)
+
+    def _features(self):
+        return tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=self.SHAPE),
+            "left": tfds.features.ClassLabel(num_classes=10),
+            "right": tfds.features.ClassLabel(num_classes=10),
+        })
+
+    def _supervised_keys(self):
+        return ("image", "left")
+
+    def _example(self, image, labels, i):
+        return {"image": image[..., None], **{task: values[i] for task, values in labels.items()}}
+
+
+class MtlMultiMnist(_MultiBuilder):
+    SOURCE = "multi_mnist"
+    SHAPE = (28, 28, 1)
+    DESCRIPTION = "Sener and Koltun's MultiMNIST: two digits on one image, tasks left and right."
+
+
+class MtlMultiFashion(_MultiBuilder):
+    SOURCE = "multi_fashion"
+    DESCRIPTION = "Pareto MTL's MultiFashion: two shifted Fashion-MNIST items on a 36 x 36 image."
+
+
+class MtlMultiFashionMnist(_MultiBuilder):
+    SOURCE = "multi_fashion_mnist"
+    DESCRIPTION = "Pareto MTL's Multi-(Fashion+MNIST): a Fashion-MNIST item top left, a digit bottom right."

@@ -133,3 +133,18 @@ def test_data_info_command_lists_every_fetchable_set():
     for name in ("mnist", "fashion_mnist", "letters", "cifar100"):
         assert name in result.stdout
     assert "1/1 files" in result.stdout and "missing" not in result.stdout
+
+
+@pytest.mark.slow
+def test_tfds_multi_mnist_builder_matches_load_numpy(tmp_path):
+    import tensorflow_datasets as tfds
+
+    import mtl_tf  # noqa: F401 - registers the builders
+
+    dataset = tfds.load("mtl_multi_mnist", split="val", data_dir=str(tmp_path))
+    images, labels = load_numpy("multi_mnist", "val")
+    index = {image.tobytes(): i for i, image in enumerate(images)}
+    examples = list(dataset.take(50).as_numpy_iterator())
+    for example in examples:
+        i = index[example["image"][..., 0].tobytes()]
+        assert (example["left"], example["right"]) == (labels["left"][i], labels["right"][i])
