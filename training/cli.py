@@ -228,6 +228,23 @@ def _reproduce(args):
         print(f"published: {publish(out, args.name, args.profile, args.publish)}")
 
 
+def _toy(args):
+    from training import toy
+
+    names = args.methods.split(",") if args.methods else None
+    unknown = sorted(set(names or ()) - set(toy.strategies()))
+    if unknown:
+        raise ValueError(f"`--methods` names strategies the two-task toy does not run: {unknown}. "
+                         f"It runs: {', '.join(toy.strategies())}")
+    check_not_a_file("--out", args.out)
+    args.steps, args.learning_rate = args.steps or toy.STEPS, args.learning_rate or toy.LEARNING_RATE
+    print(f"The two-objective toy: {len(names or toy.strategies())} strategies x 5 starts, Adam "
+          f"{args.learning_rate:g}, {args.steps:,} steps each", flush=True)
+    record = toy.demo(args.out, names, steps=args.steps, learning_rate=args.learning_rate,
+                      log=lambda m: print(m, flush=True))
+    print(f"picture {Path(args.out) / 'toy.png'}, table {Path(args.out) / 'toy.md'} ({record['seconds']:.0f} s)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mtl-tf", description="The multi-task model zoo.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -293,8 +310,9 @@ def build_parser():
 
     reproduce = commands.add_parser("reproduce", help="reproduce a paper's table (resumable)")
     reproduce.add_argument("name", help="allconv (paper 000), evolving_dae (paper 001), selective_sharing (paper 002), "
-                                                   "siamese (paper 003), coarse_fine (paper 004) or mmoe "
-                                                   "(the MMoE paper's synthetic experiment)")
+                                                   "siamese (paper 003), coarse_fine (paper 004), mmoe "
+                                                   "(the MMoE paper's synthetic experiment) or multi_mnist "
+                                                   "(the leaderboard of every weighting strategy)")
     reproduce.add_argument("--profile", choices=("quick", "full"), default="quick")
     reproduce.add_argument("--out", default=None,
                            help="output folder; runs found there are skipped "
@@ -348,6 +366,12 @@ def build_parser():
                            "KERASTUNER_* variables set); it then only searches")
     tune.set_defaults(run=_tune)
 
+    toy = commands.add_parser("toy", help="every strategy on the two-objective toy: trajectories and the front")
+    toy.add_argument("--out", default="runs/toy")
+    toy.add_argument("--methods", default=None, help="comma-separated strategies (default: all that apply)")
+    toy.add_argument("--steps", type=_POSITIVE, default=None)
+    toy.add_argument("--learning-rate", type=float, default=None)
+    toy.set_defaults(run=_toy)
     demo = commands.add_parser("demo", help="paper 000 in a few minutes: pre-train, transfer, export")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--saved-models", default="saved_models",

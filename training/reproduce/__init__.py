@@ -12,7 +12,8 @@ from mtl_tf.names import unknown_name
 REPRODUCTIONS = {"allconv": "training.reproduce.allconv", "siamese": "training.reproduce.siamese",
                  "selective_sharing": "training.reproduce.selective_sharing",
                  "evolving_dae": "training.reproduce.evolving_dae",
-                 "coarse_fine": "training.reproduce.coarse_fine", "mmoe": "training.reproduce.mmoe"}
+                 "coarse_fine": "training.reproduce.coarse_fine", "mmoe": "training.reproduce.mmoe",
+                 "multi_mnist": "training.reproduce.multi_mnist"}
 
 
 def get(name):
