@@ -83,11 +83,13 @@ def gap(point, front):
     objectives at once: max over p of min_t (f_t(point) - f_t(p)); about 0 on the front."""
     values = np.stack(objectives(front[:, 0], front[:, 1]), axis=1)
     own = np.array(objectives(float(point[0]), float(point[1])))
+    if not np.all(np.isfinite(own)):
+        return float("nan")
     return float(np.max(np.min(own - values, axis=1)))
 
 
 def reached(point, front):
-    return gap(point, front) < TOLERANCE
+    return bool(np.all(np.isfinite(point))) and gap(point, front) < TOLERANCE
 
 
 def build_model(start):
@@ -122,7 +124,8 @@ def build_model(start):
 
 def run(weighting, start, steps=STEPS, learning_rate=LEARNING_RATE, steps_per_execution=EPOCH_STEPS):
     """One run from `start`: the trajectory (one point per epoch of 100 steps, the start
-    first) as an (epochs + 1) x 2 array."""
+    first) as an (epochs + 1) x 2 array; a run whose losses became NaN or Inf ends with a
+    NaN point (it diverged)."""
     import keras
 
     from mtl_tf.tasks import Task
@@ -140,7 +143,10 @@ def run(weighting, start, steps=STEPS, learning_rate=LEARNING_RATE, steps_per_ex
     point = model.get_layer("trunk").layers[-1].x
     path = [np.array(start, np.float64)]
     record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: path.append(point.numpy().copy()))
-    trainer.fit(x, y, epochs=steps // EPOCH_STEPS, batch_size=batch, callbacks=[record], verbose=0)
+    try:
+        trainer.fit(x, y, epochs=steps // EPOCH_STEPS, batch_size=batch, callbacks=[record], verbose=0)
+    except FloatingPointError:  # the strategy's step made the point non-finite: the path ends there
+        path.append(np.full(2, np.nan))
     return np.array(path)
 
 
@@ -148,7 +154,7 @@ def strategies():
     """Every registered strategy the two-task problem admits (the leaderboard's)."""
     from training.reproduce.multi_mnist import methods
 
-    return [m for m in methods() if m != "stl"]
+    return [m for m in methods("quick") if m != "stl"]
 
 
 def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, log=print):
@@ -178,7 +184,8 @@ def report(paths, steps, learning_rate, seconds):
              "|---|---|" + "---|" * len(STARTS)]
     for name, runs in paths.items():
         gaps = [gap(p[-1], front) for p in runs]
-        cells = [("yes" if g < TOLERANCE else "no") + f" ({max(g, 0.0):.3f})" for g in gaps]
+        cells = ["diverged" if not np.isfinite(g) else ("yes" if g < TOLERANCE else "no") + f" ({max(g, 0.0):.3f})"
+                 for g in gaps]
         lines.append(f"| {name} | {sum(g < TOLERANCE for g in gaps)}/{len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines + ["", "The gap in brackets.", "", "![Trajectories](toy.png)", ""])
 
@@ -204,7 +211,8 @@ def plot(paths, path, columns=6):
         for p in runs:
             ax.plot(p[:, 0], p[:, 1], color="tab:orange", lw=1.2)
             ax.plot(*p[0], "o", color="black", ms=3)
-            ax.plot(*p[-1], "*" if reached(p[-1], front) else "x", color="tab:red", ms=6)
+            end = p[-1] if np.all(np.isfinite(p[-1])) else p[-2]  # a diverged run: its last finite point
+            ax.plot(*end, "*" if reached(p[-1], front) else "x", color="tab:red", ms=6)
         ax.set_title(name, fontsize=9)
         ax.set_xlim(-10, 10)
         ax.set_ylim(-10, 10)
@@ -234,8 +242,10 @@ def demo(out, names=None, steps=STEPS, learning_rate=LEARNING_RATE, log=print):
     atomic_write_bytes(out / "toy.md", report(paths, steps, learning_rate, seconds).encode())
     record = {"steps": steps, "learning_rate": learning_rate, "tolerance": TOLERANCE, "seconds": round(seconds, 1),
               "starts": [list(s) for s in STARTS],
-              "runs": {n: [{"end": [round(float(v), 5) for v in p[-1]],
-                            "gap": round(gap(p[-1], front), 5)} for p in runs]
+              "runs": {n: [{"end": [round(float(v), 5) for v in p[-1]], "gap": round(gap(p[-1], front), 5),
+                            "reached": reached(p[-1], front)} if np.all(np.isfinite(p[-1])) else
+                           {"end": None, "gap": None, "reached": False, "diverged_after_steps": EPOCH_STEPS * (len(p) - 2)}
+                           for p in runs]
                        for n, runs in paths.items()}}
     atomic_write_bytes(out / "toy.json", (json.dumps(record, indent=2) + "\n").encode())
     return record

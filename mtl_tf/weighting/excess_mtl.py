@@ -47,8 +47,9 @@ class ExcessMTL(PerTaskGradients):
         self.squares.assign(tf.cast(squares, self.squares.dtype))
         risk = tf.cast(tf.reduce_sum(grads**2 / tf.sqrt(squares + _EPSILON), axis=1), tf.float32)
         ratio = tf.math.divide_no_nan(risk, self.baseline)
-        moved = self.weights * tf.exp(self.robust_step_size * ratio)
-        moved = self.num_tasks * moved / tf.reduce_sum(moved)
+        # w exp(eta r) / sum, in log space: a first risk near 0 (a flat start) makes the
+        # ratio huge, and exp would overflow to inf / inf.
+        moved = self.num_tasks * tf.nn.softmax(tf.math.log(self.weights) + self.robust_step_size * ratio)
         self.weights.assign(tf.where(self.started, moved, self.weights))
         self.baseline.assign(tf.where(self.started, self.baseline, risk))
         self.started.assign(True)

@@ -72,6 +72,18 @@ def test_excess_mtl_weights_by_the_excess_risk_after_its_first_step():
     assert not np.allclose(w, 1.0)
 
 
+def test_excess_mtl_survives_a_first_risk_near_zero():
+    """A flat start (the toy's log region) makes the first risk tiny and the next ratio
+    about 1e12: exp overflows, and w exp(eta r) / sum would be inf / inf. The weights go
+    to the task of the largest ratio instead, as the formula does in the limit."""
+    strategy = weighting.get("excess_mtl").build(2)
+    strategy.build_gradient_state(2)
+    strategy.combine(tf.constant([[1e-9, 0.0], [1e-9, 0.0]]), tf.ones(2))
+    combined, weights = strategy.combine(tf.constant([[3.0, 1.0], [0.1, 0.0]]), tf.ones(2))
+    np.testing.assert_allclose(weights.numpy(), [2.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(combined.numpy(), [6.0, 2.0], rtol=1e-6)
+
+
 def test_graddrop_keeps_each_coordinates_winning_sign():
     strategy = weighting.get("graddrop", seed=5).build(3)
     for n, g in enumerate(STEPS[:2], start=1):

@@ -86,6 +86,13 @@ def test_ranks_gains_and_the_tuned_equal_baseline():
     assert cells["pcgrad"]["delta_m"] == pytest.approx(100 * ((92 - 91) / 91 + (88 - 81) / 81) / 2)
     assert results["overall_rank"] == {"pcgrad": 1.0, "mgda": 2.0, "equal": 3.0, "stl": 4.0}
     assert results["complete_cells"] == 4
+    assert results["same_runs"] == []
+    found["multi_mnist upgrad"] = [dict(r, setting="d upgrad lr=0.001") for r in found["multi_mnist pcgrad"]]
+    rates["multi_mnist upgrad"] = 1e-3
+    same = lb.summarise(found, rates, "quick", lb.PROFILES["quick"], 2, 0, 10.0, ("multi_mnist",),
+                        ["stl", "equal", "pcgrad", "mgda", "upgrad"])["same_runs"]
+    assert same == [{"methods": ["pcgrad", "upgrad"], "datasets": ["multi_mnist"], "why": lb.SAME[("pcgrad", "upgrad")]}]
+    del found["multi_mnist upgrad"]
     # A cell with fewer runs than the profile's is reported as missing.
     found["multi_mnist mgda"] = found["multi_mnist mgda"][:1]
     partial = lb.summarise(found, rates, "quick", lb.PROFILES["quick"], 2, 0, 10.0, ("multi_mnist",),
@@ -101,3 +108,27 @@ def test_every_applicable_strategy_is_on_the_board():
     names = lb.methods()
     assert names[:2] == ["stl", "equal"] and len(names) == len(set(names))
     assert set(names[1:]) | set(lb.EXCLUDED) == set(weighting.available())
+
+
+def test_a_rate_searched_on_one_set_serves_the_others(monkeypatch, tmp_path):
+    """The quick profile's search on MultiMNIST alone: the other sets train only at the rate
+    it chose, per method (the runs are stand-ins: this checks the protocol, not training)."""
+    calls = []
+
+    def fake(dataset, method, rate, run, run_seed, config):
+        calls.append((dataset, method, rate, run))
+        best = {"equal": 1e-3, "mgda": 1e-2}[method]  # each method's own best rate
+        return {"setting": lb.setting_name(dataset, method, rate), "run": run, "epoch_seconds": 1.0, "seconds": 1.0,
+                "val_accuracy": [0.9 if rate == best else 0.5], "test_accuracy": {"left": 0.9, "right": 0.8}}
+
+    monkeypatch.setattr(lb, "train_run", fake)
+    monkeypatch.setitem(lb.PROFILES, "quick", {**lb.PROFILES["quick"], "learning_rates": (1e-3, 1e-2)})
+    results = lb.reproduce("quick", tmp_path, log=lambda m: None, datasets=("multi_mnist", "multi_fashion"),
+                           method_names=["equal", "mgda"])
+    assert sorted(c for c in calls if c[0] == "multi_fashion") == [
+        ("multi_fashion", "equal", 1e-3, r) for r in range(3)] + [("multi_fashion", "mgda", 1e-2, r) for r in range(3)]
+    assert len([c for c in calls if c[0] == "multi_mnist"]) == 2 * (2 + 2)
+    assert {(c["dataset"], c["method"]): c["learning_rate"] for c in results["leaderboard"]} == {
+        ("multi_mnist", "equal"): 1e-3, ("multi_mnist", "mgda"): 1e-2,
+        ("multi_fashion", "equal"): 1e-3, ("multi_fashion", "mgda"): 1e-2}
+    assert "searched on MultiMNIST alone" in (tmp_path / "report.md").read_text()

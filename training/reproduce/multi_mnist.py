@@ -47,13 +47,38 @@ TITLES = {"multi_mnist": "MultiMNIST", "multi_fashion": "MultiFashion", "multi_f
 TASKS = {"left": 10, "right": 10}
 BATCH_SIZE = 256
 PROFILES = {
-    "quick": {"runs": 3, "epochs": 3, "train": 8_000, "val": 2_000, "learning_rates": (1e-3, 3e-3)},
-    "full": {"runs": 5, "epochs": 10, "train": 50_000, "val": 10_000, "learning_rates": (3e-4, 1e-3, 3e-3)},
+    # The quick profile searches the rate on MultiMNIST alone and trains every set at it.
+    "quick": {"runs": 3, "epochs": 3, "train": 6_000, "val": 2_000, "learning_rates": (1e-3, 3e-3),
+              "search_on": "multi_mnist"},
+    "full": {"runs": 5, "epochs": 10, "train": 50_000, "val": 10_000, "learning_rates": (3e-4, 1e-3, 3e-3),
+             "architectures": ("mmoe", "cgc", "ple", "dselect_k", "cross_stitch", "mtan")},
+}
+# The zoo's architectures at about MultiLeNet's widths (conv 10 and 20, dense 50), each
+# trained with equal weighting; their convolutions are the builders' 3 x 3 ones.
+ARCHITECTURES = {
+    "mmoe": {"experts": 4, "expert_filters": (10, 20), "expert_units": (50,), "tower_units": (50,)},
+    "cgc": {"shared_experts": 2, "task_experts": 1, "expert_filters": (10, 20), "expert_units": (50,),
+            "tower_units": (50,)},
+    "ple": {"levels": 2, "shared_experts": 2, "task_experts": 1, "expert_filters": (10, 20), "expert_units": (50,),
+            "tower_units": (50,)},
+    "dselect_k": {"experts": 4, "k": 2, "expert_filters": (10, 20), "expert_units": (50,), "tower_units": (50,)},
+    "cross_stitch": {"filters": (10, 20), "units": (50,)},
+    "mtan": {"filters": (10, 20), "units": (50,), "head_units": (50,)},
 }
 # Sener and Koltun's MultiMNIST table (left / right accuracy, %), as quoted by secondary
 # sources; our names for their rows.
 SENER = {"stl": (97.23, 95.90), "equal": (96.46, 94.99), "uncertainty": (96.47, 95.29),
          "gradnorm": (96.27, 94.84), "mgda": (97.26, 95.90)}
+# Strategies that train exactly like another here, and why (the report lists every pair
+# whose runs all end with the same accuracies, with the reason where it is one of these).
+SAME = {
+    ("pcgrad", "upgrad"): "for two tasks UPGrad's direction is PCGrad's up to a positive factor, which Adam ignores",
+    ("fairgrad", "nash_mtl"): "Nash-MTL is FairGrad at alpha = 1, FairGrad's default (up to a factor)",
+    ("dualproj", "equal"): "DualProj changes the summed gradient only when the two tasks' gradients conflict "
+                           "at the representation",
+    ("scale_invariant", "stch"): "STCH minimises the log-losses (SI) until its nadir point is fixed after "
+                                 "epoch 4 of the run",
+}
 # Registered strategies left out, and why.
 EXCLUDED = {
     "fixed": "needs the weights; equal is fixed at (1, 1)",
@@ -63,10 +88,12 @@ EXCLUDED = {
 }
 
 
-def methods():
-    """The single-task nets (`stl`), then every registered strategy that applies."""
+def methods(profile="quick"):
+    """The single-task nets (`stl`), every registered strategy that applies on MultiLeNet,
+    then the profile's architectures (with equal weighting)."""
     strategies = [s for s in weighting_lib.available() if s not in EXCLUDED]
-    return ["stl", "equal"] + [s for s in strategies if s != "equal"]
+    return (["stl", "equal"] + [s for s in strategies if s != "equal"]
+            + list(PROFILES[profile].get("architectures", ())))
 
 
 def setting_name(dataset, method, learning_rate):
@@ -81,10 +108,11 @@ def _arrays(dataset, split, count=None):
             {task: values[:count] for task, values in labels.items()})
 
 
-def _model(dataset, tasks):
-    if dataset == "multi_mnist":
-        return zoo.build("multi_lenet", tasks=tasks, input_shape=(28, 28, 1))
-    return zoo.build("multi_lenet", tasks=tasks, input_shape=(36, 36, 1), kernels=(9, 5))
+def _model(dataset, tasks, architecture=None):
+    shape = (28, 28, 1) if dataset == "multi_mnist" else (36, 36, 1)
+    if architecture:
+        return zoo.build(architecture, tasks=tasks, input_shape=shape, **ARCHITECTURES[architecture])
+    return zoo.build("multi_lenet", tasks=tasks, input_shape=shape, kernels=(5, 5) if shape[0] == 28 else (9, 5))
 
 
 def _fit(dataset, tasks, weighting, learning_rate, run_seed, config):
@@ -97,8 +125,9 @@ def _fit(dataset, tasks, weighting, learning_rate, run_seed, config):
     y, val = {t: y[t] for t in names}, (val[0], {t: val[1][t] for t in names})
     test = (test[0], {t: test[1][t] for t in names})
     keras.utils.set_random_seed(run_seed)
-    model = _model(dataset, tasks)
-    trainer = Trainer(model, tasks=tasks, weighting=weighting, seed=run_seed,
+    architecture = weighting if weighting in ARCHITECTURES else None
+    model = _model(dataset, tasks, architecture)
+    trainer = Trainer(model, tasks=tasks, weighting="equal" if architecture else weighting, seed=run_seed,
                       optimizer=keras.optimizers.Adam(learning_rate))
     curve, seconds, best = [], [], (-1.0, None, None)
     for epoch in range(config["epochs"]):
@@ -111,15 +140,16 @@ def _fit(dataset, tasks, weighting, learning_rate, run_seed, config):
             best = (score, epoch, model.get_weights())
     model.set_weights(best[2])
     results = trainer.evaluate(test, 1000)
-    return curve, {t: float(results[f"{t}_accuracy"]) for t in names}, best[1], seconds
+    return curve, {t: float(results[f"{t}_accuracy"]) for t in names}, best[1], seconds, model.count_params()
 
 
 def train_run(dataset, method, learning_rate, run, run_seed, config):
     start = time.time()
     if method == "stl":  # one net per task, each its own epoch
-        curves, test, epochs, seconds = [], {}, {}, []
+        curves, test, epochs, seconds, params = [], {}, {}, [], 0
         for task in TASKS:
-            curve, acc, epoch, secs = _fit(dataset, {task: 10}, "equal", learning_rate, run_seed, config)
+            curve, acc, epoch, secs, count = _fit(dataset, {task: 10}, "equal", learning_rate, run_seed, config)
+            params += count
             curves.append(curve)
             test.update(acc)
             epochs[task] = epoch
@@ -127,11 +157,11 @@ def train_run(dataset, method, learning_rate, run, run_seed, config):
         curve = [round(float(v), 5) for v in np.mean(curves, axis=0)]
         epoch_seconds = float(np.median(np.sum(seconds, axis=0)))
     else:
-        curve, test, epoch, secs = _fit(dataset, TASKS, method, learning_rate, run_seed, config)
+        curve, test, epoch, secs, params = _fit(dataset, TASKS, method, learning_rate, run_seed, config)
         epochs, epoch_seconds = {t: epoch for t in TASKS}, float(np.median(secs))
     return {"setting": setting_name(dataset, method, learning_rate), "dataset": dataset, "method": method,
             "learning_rate": learning_rate, "run": run, "run_seed": run_seed, "val_accuracy": curve,
-            "best_epoch": epochs, "test_accuracy": test, "epoch_seconds": round(epoch_seconds, 3),
+            "best_epoch": epochs, "test_accuracy": test, "epoch_seconds": round(epoch_seconds, 3), "params": params,
             "seconds": round(time.time() - start, 2)}
 
 
@@ -156,7 +186,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "batch_size": BATCH_SIZE,
                             **{k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k != "runs"}},
                       records)
-    names = method_names or methods()
+    names = method_names or methods(profile)
     cells = [f"{d} {m}" for d in datasets for m in names]
     check_only(only, cells)
     log(f"Leaderboard, profile {profile}: {len(datasets)} data sets x {len(names)} methods, learning rates "
@@ -166,16 +196,22 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     for index, cell in enumerate(cells):
         dataset, method = cell.split(" ")
         chosen = [] if only is not None and cell not in only else None
+        search = config.get("search_on") or dataset
         settings = {rate: setting_name(dataset, method, rate) for rate in rates}
         train = lambda name, run: train_run(dataset, method, _rate_of(name), run, seed * 1000 + run, config)
         describe = lambda r: (f"val {_val_score(r):.4f}, test " + " / ".join(
             f"{r['test_accuracy'][t]:.4f}" for t in TASKS))
         log(f"({index + 1}/{len(cells)}) {TITLES[dataset]}, {method}")
-        first = run_settings(workdir, list(settings.values()), 1,
-                             list(settings.values()) if chosen is None else chosen, train, describe, log)
-        if any(not first[name] for name in settings.values()):
-            continue  # the search is not complete: no rate to choose yet
-        rate = choose_rate({r: first[settings[r]][0] for r in rates})
+        if search == dataset:
+            first = run_settings(workdir, list(settings.values()), 1,
+                                 list(settings.values()) if chosen is None else chosen, train, describe, log)
+            if any(not first[name] for name in settings.values()):
+                continue  # the search is not complete: no rate to choose yet
+            rate = choose_rate({r: first[settings[r]][0] for r in rates})
+        elif f"{search} {method}" in chosen_rates:
+            rate = chosen_rates[f"{search} {method}"]
+        else:
+            continue  # the rate comes from a search not yet run
         chosen_rates[cell] = rate
         name = settings[rate]
         found[cell] = run_settings(workdir, [name], runs, [name] if chosen is None else chosen, train,
@@ -203,7 +239,7 @@ def delta_m(accuracies, baseline):
 
 
 def summarise(found, chosen_rates, profile, config, runs, seed, wall_seconds, datasets=DATASETS, names=None):
-    names = names or methods()
+    names = names or methods(profile)
     rows, board = [], []
     for dataset in datasets:
         cells = {}
@@ -213,7 +249,8 @@ def summarise(found, chosen_rates, profile, config, runs, seed, wall_seconds, da
                 continue
             cell = {"dataset": dataset, "method": method, "runs": len(done),
                     "learning_rate": chosen_rates[f"{dataset} {method}"],
-                    "epoch_seconds": float(np.median([r["epoch_seconds"] for r in done]))}
+                    "epoch_seconds": float(np.median([r["epoch_seconds"] for r in done])),
+                    "params": done[0].get("params")}
             for task in TASKS:
                 cell[task], cell[f"{task}_std"] = mean_std([100 * r["test_accuracy"][task] for r in done])
             cell["mean"], cell["mean_std"] = mean_std([100 * _mean_accuracy(r) for r in done])
@@ -237,13 +274,20 @@ def summarise(found, chosen_rates, profile, config, runs, seed, wall_seconds, da
         if len(ranks) == len(datasets):
             overall[method] = float(np.mean(ranks))
     expected = len(datasets) * len(names)
+    runs_of = {cell: [tuple(sorted(r["test_accuracy"].items())) for r in rs] for cell, rs in found.items()}
+    same = sorted({tuple(sorted((a.split(" ")[1], b.split(" ")[1]))) for a in runs_of for b in runs_of
+                   if a < b and a.split(" ")[0] == b.split(" ")[0] and runs_of[a] == runs_of[b]})
+    same = [{"methods": list(pair), "datasets": list(d for d in datasets if runs_of.get(f"{d} {pair[0]}") is not None
+                                                       and runs_of.get(f"{d} {pair[0]}") == runs_of.get(f"{d} {pair[1]}")),
+             "why": SAME.get(pair)} for pair in same]
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(), "versions": versions(),
             "wall_seconds": round(wall_seconds, 1), "seed": seed, "runs_per_setting": runs,
             "batch_size": BATCH_SIZE, "protocol": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
             "datasets": list(datasets), "methods": names, "excluded": EXCLUDED,
             "complete_cells": sum(c["runs"] >= runs for c in board), "cells": expected,
             "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
-            "overall_rank": dict(sorted(overall.items(), key=lambda kv: kv[1])), "leaderboard": board, "rows": rows}
+            "overall_rank": dict(sorted(overall.items(), key=lambda kv: kv[1])), "same_runs": same,
+            "leaderboard": board, "rows": rows}
 
 
 def _cell(results, dataset, method):
@@ -272,15 +316,22 @@ def render_report(results):
         f"kernel), Adam, batch {results['batch_size']}, {protocol['epochs']} epochs of the first "
         f"{protocol['train']:,} training images; validation on {protocol['val']:,} images, test on 10,000. Every "
         f"method gets the same learning-rate search: run 0 at {', '.join(f'{r:g}' for r in protocol['learning_rates'])}, "
-        "the rate chosen on validation accuracy, then the other runs at that rate. Test accuracy at each run's "
-        "best validation epoch.",
+        "the rate chosen on validation accuracy, then the other runs at that rate" + (
+            f" (searched on {TITLES[protocol['search_on']]} alone; every set trains at its rate)"
+            if protocol.get("search_on") else ", searched on each data set") +
+        ". Test accuracy at each run's best validation epoch.",
         f"- Runs: {results['runs_per_setting']} per cell, run i from seed {results['seed']} * 1000 + i for every "
         "method (the same initial weights and batch orders).",
         f"- Machine: {results['device']}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training).",
-        "- Left out: " + "; ".join(f"`{k}` ({v})" for k, v in results["excluded"].items()) + ".", "",
+        "- Left out: " + "; ".join(f"`{k}` ({v})" for k, v in results["excluded"].items()) + ".",
+        ("- Architectures (equal weighting, at about MultiLeNet's widths): " + ", ".join(
+            f"`{a}`" for a in protocol["architectures"]) + ". Learning to Branch is not among them: its "
+         "search and retraining phases are a protocol of their own (paper 002's reproduction runs it)."
+         if protocol.get("architectures") else
+         "- Architectures: in the full profile only (this one compares the strategies on MultiLeNet)."), "",
         "## Sener and Koltun's MultiMNIST table beside ours", "",
         "Their figures are quoted by secondary sources (the paper's table was not reachable here); their "
         "protocol trains on 60,000 images for 100 epochs and reads the test set as its only held-out set.", "",
@@ -301,19 +352,28 @@ def render_report(results):
             lines.append(f"| {place} | {method} | {rank:.1f} | " + " | ".join(accs) + f" | {deltas} |")
         lines.append("")
     lines += ["**>**: beats the tuned equal weighting by more than one std (the larger of the two).", ""]
+    if results.get("same_runs"):
+        lines += ["Methods whose every run ended with the same test accuracies (on the data sets named):", ""]
+        for pair in results["same_runs"]:
+            lines.append(f"- {' and '.join(pair['methods'])} ({', '.join(TITLES[d] for d in pair['datasets'])}): "
+                         + (pair["why"] + "." if pair["why"] else "no reason known to us."))
+        lines.append("")
+    lines += ["`pcd` serves a primary task (the first, `left`) and lets the other fall; `stl` trains one "
+              "net per task, twice the parameters of one MultiLeNet.", ""]
     for dataset in results["datasets"]:
         cells = [c for c in results["leaderboard"] if c["dataset"] == dataset]
         beat = [c["method"] for c in cells if c["beats_equal"]]
         lines += [f"## {TITLES[dataset]}", "",
                   f"{len(beat)} of {sum(c['method'] not in ('equal', 'stl') for c in cells)} methods beat the tuned "
                   f"equal weighting beyond one std" + (f": {', '.join(beat)}." if beat else "."), "",
-                  "| rank | method | left (%) | right (%) | mean (%) | delta_m (%) | lr | epoch (s) | runs |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| rank | method | left (%) | right (%) | mean (%) | delta_m (%) | lr | epoch (s) | params | runs |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for c in cells:
             delta = "-" if c["delta_m"] is None else f"{c['delta_m']:+.2f}"
             lines.append(f"| {c['rank']} | {c['method']} | {_pm(c['left'], c['left_std'])} | "
                          f"{_pm(c['right'], c['right_std'])} | {_pm(c['mean'], c['mean_std'])} | {delta} | "
-                         f"{c['learning_rate']:g} | {c['epoch_seconds']:.2f} | {c['runs']} |")
+                         f"{c['learning_rate']:g} | {c['epoch_seconds']:.2f} | "
+                         f"{'-' if c['params'] is None else format(c['params'], ',')} | {c['runs']} |")
         lines.append("")
     lines += ["The epoch time is the median training epoch (the single-task row: both nets).", "",
               "![Mean test accuracy per method and data set](leaderboard.png)", ""]
