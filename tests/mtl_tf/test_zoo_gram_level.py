@@ -202,6 +202,20 @@ def test_fairgrad_solves_the_alpha_fair_equation(case, alpha):
         np.testing.assert_allclose(d, _combine("nash_mtl", grads, max_norm=None)[0], rtol=1e-9)
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 2.0])
+def test_fair_weights_at_exactly_opposite_gradients(alpha):
+    """Pareto-stationary gradients (g2 = -0.3 g1, the toy's front) have no solution but the
+    ridge's: the weights are large, positive and balance the two (w1 |g1| = w2 |g2| to
+    rounding, so d ~ 0), and the solver stops where float64 stops improving them."""
+    from mtl_tf.weighting.fair_allocation import fair_weights
+
+    g1 = np.array([1.0, 0.5, -0.2])
+    grads = np.stack([g1, -0.3 * g1])
+    w = fair_weights(tf.constant(grads @ grads.T), 1 / alpha).numpy()
+    assert np.all(np.isfinite(w)) and np.all(w > 1e3)
+    np.testing.assert_allclose(w[0] * 1.0, w[1] * 0.3, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["nash_mtl", "fairgrad"])
 def test_a_zero_gradient_gets_no_weight_and_the_others_their_equation(name):
     grads = np.r_[THREE, np.zeros((1, 6))]
