@@ -240,7 +240,7 @@ def _toy(args):
     args.steps, args.learning_rate = args.steps or toy.STEPS, args.learning_rate or toy.LEARNING_RATE
     print(f"The two-objective toy: {len(names or toy.strategies())} strategies x 5 starts, Adam "
           f"{args.learning_rate:g}, {args.steps:,} steps each", flush=True)
-    record = toy.demo(args.out, names, steps=args.steps, learning_rate=args.learning_rate,
+    record = toy.demo(args.out, names, steps=args.steps, learning_rate=args.learning_rate, jobs=args.jobs,
                       log=lambda m: print(m, flush=True))
     print(f"picture {Path(args.out) / 'toy.png'}, table {Path(args.out) / 'toy.md'} ({record['seconds']:.0f} s)")
 
@@ -371,6 +371,7 @@ def build_parser():
     toy.add_argument("--methods", default=None, help="comma-separated strategies (default: all that apply)")
     toy.add_argument("--steps", type=_POSITIVE, default=None)
     toy.add_argument("--learning-rate", type=float, default=None)
+    toy.add_argument("--jobs", type=_POSITIVE, default=2, help="processes running strategies side by side (default 2)")
     toy.set_defaults(run=_toy)
     demo = commands.add_parser("demo", help="paper 000 in a few minutes: pre-train, transfer, export")
     demo.add_argument("--out", default="runs/demo")

@@ -10,10 +10,12 @@ code in all three): for a point x = (x1, x2),
 
 with c1 = max(tanh(x2 / 2), 0) and c2 = max(tanh(-x2 / 2), 0). Nash-MTL's and FAMO's toys
 feed the methods 0.1 f1 and f2, from five starting points, Adam at 1e-3 for 35,000 (Nash-MTL)
-or 50,000 (FAMO) steps. Here the default is Adam at 1e-2 for 3,500 steps, the same path
-length (an Adam step moves about its rate): each step is the Trainer's whole step, about
-0.5 ms even on two weights, so Nash-MTL's count would take 90 s per strategy and start
-where this takes 2.
+or 50,000 (FAMO) steps; Nash-MTL's are the defaults here. (Adam at 1e-2 for 3,500 steps
+is not the same path: Adam's second moments remember about 1,000 steps whatever the
+rate, so after a steep stretch its steps stay short for a tenth of that run, and many
+runs stopped half-way.) Each step is the Trainer's whole step, about 1 ms on two
+weights, so a strategy's five runs take about three minutes; `jobs` runs strategies in
+parallel processes of one thread each.
 
 The Trainer trains a model whose shared trunk is the point itself and whose head t
 returns sqrt(L_t), a regression task against 0, so its squared error is L_t and every
@@ -22,8 +24,8 @@ positive, L1 = 0.1 f1 + 2.1 and L2 = f2 + 21: FAMO's toy subtracts the same mini
 (-21 x 0.1, -21) inside its log, and the log- and ratio-based strategies need positive
 losses. A shift does not move a gradient, so gradient-level methods see Nash-MTL's
 problem exactly; loss-level ones that read the losses' values (uncertainty, DWA, GLS,
-IMTL-L, SI, FAMO) see these shifted losses. An epoch is 100 steps (DWA and the epoch-wise
-schedules read epochs).
+IMTL-L, SI, FAMO) see these shifted losses. An epoch is 500 steps (DWA and STCH read
+epochs; the trajectory is drawn from one point per epoch).
 
 The Pareto set. For x2 < 0 only the quadratic parts are on (c1 = 0), so f_t = c2 q_t, and
 a weighted sum u f1 + (1 - u) f2 (u in [0, 1]; scaling f1 only reparametrises u, so the
@@ -43,7 +45,7 @@ import numpy as np
 LOWER = 5e-6
 STARTS = ((-8.5, 7.5), (0.0, 0.0), (9.0, 9.0), (-7.5, -0.5), (9.0, -1.0))
 SCALE, SHIFT = 0.1, (2.1, 21.0)
-LEARNING_RATE, STEPS, EPOCH_STEPS = 1e-2, 3_500, 100
+LEARNING_RATE, STEPS, EPOCH_STEPS = 1e-3, 35_000, 500
 TOLERANCE = 0.01
 
 
@@ -123,9 +125,9 @@ def build_model(start):
 
 
 def run(weighting, start, steps=STEPS, learning_rate=LEARNING_RATE, steps_per_execution=EPOCH_STEPS):
-    """One run from `start`: the trajectory (one point per epoch of 100 steps, the start
-    first) as an (epochs + 1) x 2 array; a run whose losses became NaN or Inf ends with a
-    NaN point (it diverged)."""
+    """One run from `start`: the trajectory (one point per epoch of `EPOCH_STEPS` steps,
+    the start first) as an (epochs + 1) x 2 array; a run whose losses became NaN or Inf
+    ends with a NaN point (it diverged)."""
     import keras
 
     from mtl_tf.tasks import Task
@@ -157,19 +159,53 @@ def strategies():
     return [m for m in methods("quick") if m != "stl"]
 
 
-def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, log=print):
-    """{strategy: [trajectory per start]} for `names` (default: every strategy)."""
-    import time
+def _runs(name, starts, steps, learning_rate):
+    import os
 
+    if os.environ.get("MTL_TF_TOY_WORKER"):  # a worker process: one thread, the others run beside it
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    return [run(name, start, steps, learning_rate) for start in starts]
+
+
+def _worker_init():
+    import os
+
+    os.environ["MTL_TF_TOY_WORKER"] = "1"
+    import mtl_tf  # noqa: F401 - a quiet TensorFlow start-up
+
+
+def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print):
+    """{strategy: [trajectory per start]} for `names` (default: every strategy), the
+    strategies spread over `jobs` processes of one thread each (a toy step is too small to
+    use two cores, so two processes run twice as many)."""
+    import multiprocessing
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    names = list(names or strategies())
     front = pareto_set()
-    paths = {}
-    for i, name in enumerate(names or strategies()):
-        begin = time.time()
-        paths[name] = [run(name, start, steps, learning_rate) for start in starts]
-        count = sum(reached(p[-1], front) for p in paths[name])
-        log(f"[{i + 1}/{len(names or strategies())}] {name}: {count}/{len(starts)} reached the front "
-            f"({time.time() - begin:.1f} s)")
-    return paths
+    paths, begin = {}, time.time()
+
+    def done(i, name, runs):
+        paths[name] = runs
+        count = sum(reached(p[-1], front) for p in runs)
+        log(f"[{i}/{len(names)}] {name}: {count}/{len(starts)} reached the front ({time.time() - begin:.0f} s in all)")
+
+    if jobs == 1:
+        for i, name in enumerate(names):
+            done(i + 1, name, _runs(name, starts, steps, learning_rate))
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init) as pool:
+            # The slowest first (their solvers iterate most near the front), so the pool ends together.
+            order = sorted(names, key=lambda n: n not in ("fairgrad", "nash_mtl", "cagrad", "sdmgrad", "modo"))
+            futures = {name: pool.submit(_runs, name, starts, steps, learning_rate) for name in order}
+            for i, name in enumerate(names):
+                done(i + 1, name, futures[name].result())
+    return {name: paths[name] for name in names}
 
 
 def report(paths, steps, learning_rate, seconds):
@@ -223,7 +259,7 @@ def plot(paths, path, columns=6):
     plt.close(fig)
 
 
-def demo(out, names=None, steps=STEPS, learning_rate=LEARNING_RATE, log=print):
+def demo(out, names=None, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print):
     """Runs every strategy from the five starts and writes `toy.png`, `toy.md` and
     `toy.json` (the final points) into `out`."""
     import json
@@ -235,7 +271,7 @@ def demo(out, names=None, steps=STEPS, learning_rate=LEARNING_RATE, log=print):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     begin = time.time()
-    paths = run_all(names, steps=steps, learning_rate=learning_rate, log=log)
+    paths = run_all(names, steps=steps, learning_rate=learning_rate, jobs=jobs, log=log)
     seconds = time.time() - begin
     plot(paths, out / "toy.png")
     front = pareto_set()
