@@ -40,7 +40,12 @@ between x2 = -8.02 and the set at x1 = 7), so a run can be on the front in loss 
 before it is in x.
 """
 
+import io
+from pathlib import Path
+
 import numpy as np
+
+from mtl_tf.data.paths import atomic_write_bytes
 
 LOWER = 5e-6
 STARTS = ((-8.5, 7.5), (0.0, 0.0), (9.0, 9.0), (-7.5, -0.5), (9.0, -1.0))
@@ -177,10 +182,12 @@ def _worker_init():
     import mtl_tf  # noqa: F401 - a quiet TensorFlow start-up
 
 
-def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print):
+def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print, keep=None):
     """{strategy: [trajectory per start]} for `names` (default: every strategy), the
     strategies spread over `jobs` processes of one thread each (a toy step is too small to
-    use two cores, so two processes run twice as many)."""
+    use two cores, so two processes run twice as many). With `keep` (a folder), each
+    strategy's trajectories are saved there as it finishes and read back instead of run
+    again, so an interrupted demo resumes."""
     import multiprocessing
     import time
     from concurrent.futures import ProcessPoolExecutor
@@ -189,22 +196,35 @@ def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE,
     front = pareto_set()
     paths, begin = {}, time.time()
 
+    def kept(name):
+        path = keep and Path(keep) / f"{name}-{steps}-{learning_rate:g}.npz"
+        if path and path.exists():
+            with np.load(path) as saved:
+                return [saved[f"start{i}"] for i in range(len(starts))]
+        return None
+
     def done(i, name, runs):
+        if keep and kept(name) is None:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.savez(buffer, **{f"start{j}": p for j, p in enumerate(runs)})
+            atomic_write_bytes(Path(keep) / f"{name}-{steps}-{learning_rate:g}.npz", buffer.getvalue())
         paths[name] = runs
         count = sum(reached(p[-1], front) for p in runs)
         log(f"[{i}/{len(names)}] {name}: {count}/{len(starts)} reached the front ({time.time() - begin:.0f} s in all)")
 
+    todo = [n for n in names if kept(n) is None]
     if jobs == 1:
         for i, name in enumerate(names):
-            done(i + 1, name, _runs(name, starts, steps, learning_rate))
+            done(i + 1, name, kept(name) or _runs(name, starts, steps, learning_rate))
     else:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init) as pool:
             # The slowest first (their solvers iterate most near the front), so the pool ends together.
-            order = sorted(names, key=lambda n: n not in ("fairgrad", "nash_mtl", "cagrad", "sdmgrad", "modo"))
+            order = sorted(todo, key=lambda n: n not in ("fairgrad", "nash_mtl", "cagrad", "sdmgrad", "modo"))
             futures = {name: pool.submit(_runs, name, starts, steps, learning_rate) for name in order}
             for i, name in enumerate(names):
-                done(i + 1, name, futures[name].result())
+                done(i + 1, name, kept(name) if name not in futures else futures[name].result())
     return {name: paths[name] for name in names}
 
 
@@ -261,17 +281,15 @@ def plot(paths, path, columns=6):
 
 def demo(out, names=None, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print):
     """Runs every strategy from the five starts and writes `toy.png`, `toy.md` and
-    `toy.json` (the final points) into `out`."""
+    `toy.json` (the final points) into `out`; `out/runs` keeps each strategy's
+    trajectories as it finishes, so the same command started again resumes."""
     import json
     import time
-    from pathlib import Path
-
-    from mtl_tf.data.paths import atomic_write_bytes
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     begin = time.time()
-    paths = run_all(names, steps=steps, learning_rate=learning_rate, jobs=jobs, log=log)
+    paths = run_all(names, steps=steps, learning_rate=learning_rate, jobs=jobs, log=log, keep=out / "runs")
     seconds = time.time() - begin
     plot(paths, out / "toy.png")
     front = pareto_set()

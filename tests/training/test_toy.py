@@ -75,3 +75,10 @@ def test_parallel_processes_run_the_same_trajectories():
     assert list(side_by_side) == names
     for name in names:
         np.testing.assert_array_equal(side_by_side[name][0], alone[name][0])
+
+
+def test_a_demo_resumes_from_the_strategies_it_kept(tmp_path, monkeypatch):
+    first = toy.run_all(["equal"], [(9.0, -1.0)], steps=toy.EPOCH_STEPS, keep=tmp_path, log=lambda m: None)
+    monkeypatch.setattr(toy, "_runs", lambda *a: pytest.fail("a kept strategy was run again"))
+    again = toy.run_all(["equal"], [(9.0, -1.0)], steps=toy.EPOCH_STEPS, keep=tmp_path, log=lambda m: None)
+    np.testing.assert_array_equal(again["equal"][0], first["equal"][0])
