@@ -46,7 +46,7 @@ def measure(num_tasks, batch, repeats):
         tape = tf.GradientTape(persistent=tape_persistent)
         with tape:
             z, h, copies, outputs, _ = parts.forward(x, training=True)
-            losses = tf.unstack(trainer._losses(y, outputs)[0])  # inside the tape
+            losses = tf.unstack(trainer.step.losses(y, outputs)[0])  # inside the tape
             summed = tf.add_n(losses)
         return tape, z, h, copies, losses, summed
 

@@ -550,10 +550,41 @@ def _plot_scaling(rows, path):
 
 
 # === The record ===============================================================================
+def cpu_flags():
+    """The CPU's vector and matrix instruction sets (what oneDNN and PyTorch dispatch on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split()
+                              if f.startswith(("avx", "amx", "fma", "sse4")))
+    except OSError:
+        pass
+    return []
+
+
+def onednn():
+    """oneDNN's version and the instruction set it runs here, as TensorFlow's oneDNN says
+    on its first convolution (ONEDNN_VERBOSE=1, in a fresh process)."""
+    import os
+    import subprocess
+
+    code = ("import tensorflow as tf; tf.nn.conv2d(tf.ones([1, 4, 4, 2]), tf.ones([3, 3, 2, 2]), 1, 'SAME')")
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    info = {}
+    for line in (out.stdout + out.stderr).splitlines():
+        if ",info,oneDNN v" in line:
+            info["version"] = line.split("oneDNN ", 1)[1].split()[0]
+        elif ",info,cpu,isa:" in line:
+            info["isa"] = line.split("isa:", 1)[1].strip()
+    return info
+
+
 def machine():
     from training.reproduce.common import device, versions
 
     return {"device": device(), "platform": platform.platform(), "versions": versions(),
+            "cpu_flags": cpu_flags(), "onednn": onednn(),
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
@@ -606,6 +637,8 @@ def write(metrics, details, missing, quick, out=HERE, scaling_rows=None):
              f"{record['machine']['date']}, {record['machine']['device']}; " + ", ".join(
                  f"{k} {v}" for k, v in record["machine"]["versions"].items())
              + (" (**--quick**: shrunk measurements, not the record)" if quick else ""), "",
+             f"CPU: {' '.join(record['machine']['cpu_flags']) or 'flags unknown'}; oneDNN "
+             f"{record['machine']['onednn'].get('version', '?')} runs {record['machine']['onednn'].get('isa', '?')}.", "",
              "| figure | value | goal | met | spread (per-round ratios) |", "|---|---|---|---|---|"]
     for key, (goal, kind) in GOALS.items():
         value = metrics.get(key)

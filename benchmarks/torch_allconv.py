@@ -4,6 +4,14 @@ parameters) written once in PyTorch, trained as the Trainer trains it (Adam 1e-3
 sum of the two tasks' cross-entropies, shuffled batches).
 
     python benchmarks/torch_allconv.py DATA.npz EPOCHS BATCH [--channels-last]
+        [--feed gather|permuted] [--adam loop|foreach|fused] [--threads N]
+
+How it is fed, each choice measured by `benchmarks.torch_peer`: `--feed gather` indexes
+every batch out of the data with the epoch's shuffled indices; `permuted` copies the data
+once per epoch in the shuffled order (in the net's memory layout) and slices batches off
+it in order, the same batches. `--adam` picks PyTorch's Adam implementation (the
+for-loop over tensors, `foreach`, or the `fused` kernel). `--threads` sets
+`torch.set_num_threads` (default: PyTorch's own, the physical cores).
 
 Run by `benchmarks.record` with the benchmark environment's Python (PyTorch is a
 benchmark-only extra, `requirements-bench.txt`); it never imports this project. Trains a
@@ -49,9 +57,16 @@ class AllConv(nn.Module):
         return [head(z).mean(dim=(2, 3)) for head in self.heads]
 
 
+def _option(argv, name, default):
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
 def main(argv):
     path, epochs, batch = argv[0], int(argv[1]), int(argv[2])
     channels_last = "--channels-last" in argv
+    feed, adam = _option(argv, "--feed", "gather"), _option(argv, "--adam", "loop")
+    if "--threads" in argv:
+        torch.set_num_threads(int(_option(argv, "--threads", 0)))
     data = np.load(path)
     x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).contiguous()  # N x 1 x 28 x 28
     ys = [torch.from_numpy(data[k]) for k in ("mnist", "shifted")]
@@ -60,18 +75,27 @@ def main(argv):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras's epsilon
+    kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}[adam]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, **kind)  # Keras's epsilon
     loss = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(0)
+
+    layout = torch.channels_last if channels_last else torch.contiguous_format
 
     def epoch():
         model.train()
         order = torch.randperm(len(x), generator=generator)
+        if feed == "permuted":
+            xs, targets = x[order].contiguous(memory_format=layout), [y[order] for y in ys]
         for start in range(0, len(x), batch):
-            idx = order[start:start + batch]
+            if feed == "permuted":
+                images, labels = xs[start:start + batch], [y[start:start + batch] for y in targets]
+            else:
+                idx = order[start:start + batch]
+                images, labels = x[idx], [y[idx] for y in ys]
             optimizer.zero_grad(set_to_none=True)
-            outputs = model(x[idx])
-            total = sum(loss(o, y[idx]) for o, y in zip(outputs, ys))
+            outputs = model(images)
+            total = sum(loss(o, y) for o, y in zip(outputs, labels))
             total.backward()
             optimizer.step()
 
@@ -85,7 +109,9 @@ def main(argv):
     print(json.dumps({"seconds": seconds, "peak_rss_mb": status_mb("VmHWM"), "ready_rss_mb": ready_rss,
                       "params": sum(p.numel() for p in model.parameters()) + sum(
                           b.numel() for n, b in model.named_buffers() if "num_batches" not in n),
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}))
+                      "threads": torch.get_num_threads(), "torch": torch.__version__, "feed": feed, "adam": adam,
+                      "channels_last": channels_last, "mkldnn": torch.backends.mkldnn.is_available(),
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
 
 
 if __name__ == "__main__":
