@@ -201,6 +201,7 @@ def test_a_killed_run_of_each_architecture_resumes_to_the_same_weights(tmp_path,
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
 
 
+@pytest.mark.slow  # whole runs under MultiWorkerMirrored (below) and Mirrored steps (test_step_reference) stay
 def test_mirrored_strategy_on_two_devices_matches_one_device(tmp_path):
     one = _run_script("-", 2, tmp_path / "one.npz")
     two = _run_script("-", 2, tmp_path / "two.npz", "mirrored")
