@@ -449,7 +449,9 @@ def rss_probe(path, epochs, batch):
 
 def against_torch(images, rounds, batch=100, epochs=3):
     """The Trainer against PyTorch on the CPU (`benchmarks/torch_allconv.py`, NCHW and
-    channels-last, the faster counting), the all-conv net, same data, batch and optimiser;
+    channels-last, the faster counting; fed and stepped as `benchmarks.torch_peer` found
+    fastest: batches sliced in order off a once-per-epoch shuffled copy, the fused Adam
+    kernel), the all-conv net, same data, batch and optimiser;
     each contender in its own fresh process per round (a warm-up epoch, then `epochs` timed,
     their median counting), rounds alternating the order. Returns ((speed ratio, RSS
     ratio), detail); the detail splits each side's peak memory into what the process holds
@@ -485,6 +487,7 @@ def against_torch(images, rounds, batch=100, epochs=3):
         **{f"{k}_ready_rss_mb": v for k, v in ready.items()},
         "training_rss_increment_ratio": (rss["trainer"] - ready["trainer"]) / (rss[best] - ready[best]),
         "torch_version": runs[best][0]["torch"], "torch_threads": runs[best][0]["threads"],
+        "torch_feed": runs[best][0]["feed"], "torch_adam": runs[best][0]["adam"],
         **{f"{k}_images_per_s": images / float(np.median(v)) for k, v in seconds.items()},
         **{f"{k}_peak_rss_mb": v for k, v in rss.items()}}
 
@@ -588,8 +591,9 @@ def machine():
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
-def measure_all(quick=False, log=print, rounds=None):
-    """Every figure this module can measure here: (metrics, details, missing)."""
+def measure_all(quick=False, log=print, rounds=None, only=None):
+    """Every figure this module can measure here, or those named in `only`: (metrics,
+    details, missing)."""
     size = {"images": 1000 if quick else 10000, "rounds": rounds or (2 if quick else 3)}
     metrics, details, missing = dict.fromkeys(GOALS), {}, {}
     jobs = {
@@ -606,12 +610,14 @@ def measure_all(quick=False, log=print, rounds=None):
         "task_grads_T10_shared_weights_ratio": lambda: last_layer_task_grads(size["rounds"]),
     }
     for key in GOALS:
-        if key not in jobs:
+        if key not in jobs or only and key not in only:
             continue
         start = time.time()
         log(f"{key} ...")
         metrics[key], details[key] = jobs[key]()
         log(f"{key}: {metrics[key]:.3f} ({time.time() - start:.0f} s)")
+    if only and not {"train_vs_torch_ratio", "train_rss_vs_torch_ratio"} & set(only):
+        return metrics, details, missing
     log("train_vs_torch_ratio, train_rss_vs_torch_ratio ...")
     try:
         (speed, rss), detail = against_torch(size["images"], size["rounds"], epochs=1 if quick else 3)
@@ -677,6 +683,16 @@ def _causes(details):
             rate = profile["conv_gflops"].get(kind)
             lines.append(f"| {kind} | {profile['ms_per_step_by_kind'][kind]:.2f} | {100 * share:.1f}% | "
                          + (f"{rate:.1f} | {rate / peak:.2f}" if rate else "- | -") + " |")
+    torch = details.get("train_vs_torch_ratio", {})
+    if "torch_feed" in torch:
+        lines += ["", f"The PyTorch peer (`benchmarks/torch_allconv.py`, torch {torch['torch_version']}, "
+                  f"{torch['torch_threads']} threads): batches "
+                  + ("sliced in order off a copy of the data shuffled once per epoch" if torch["torch_feed"] == "permuted"
+                     else "gathered with the epoch's shuffled indices")
+                  + f", {torch['torch_adam']} Adam, the faster of its two layouts ({torch['torch_layout']}); "
+                  f"images/s: the Trainer {torch['trainer_images_per_s']:.0f}, PyTorch NCHW "
+                  f"{torch['torch_nchw_images_per_s']:.0f}, channels-last {torch['torch_channels_last_images_per_s']:.0f}. "
+                  "What its speed depends on: `benchmarks/torch_peer.md`."]
     rss = details.get("train_rss_vs_torch_ratio", {})
     if "trainer_ready_rss_mb" in rss:
         layout = details["train_vs_torch_ratio"]["torch_layout"]
@@ -695,6 +711,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="seconds per figure; not the record")
     parser.add_argument("--out", default=str(HERE), help="folder for results.json and results.md")
     parser.add_argument("--rounds", type=int, default=None, help="rounds per comparison (default 3; --quick 2)")
+    parser.add_argument("--only", default=None, help="comma-separated figures to measure (a change's "
+                        "before and after; not the record, so --out defaults to runs/bench-only)")
     parser.add_argument("--rss-probe", nargs=3, metavar=("DATA", "EPOCHS", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_probe:
@@ -703,10 +721,19 @@ def main(argv=None):
         return {"probe": True}
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be a positive integer. Received: --rounds={args.rounds}")
-    metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True), rounds=args.rounds)
-    print("scaling with T and batch ...", flush=True)
+    only = args.only and args.only.split(",")
+    unknown = sorted(set(only or ()) - set(GOALS))
+    if unknown:
+        parser.error(f"--only names figures the record does not have: {unknown}. Known: {sorted(GOALS)}")
+    if only and args.out == str(HERE):
+        args.out = str(ROOT / "runs" / "bench-only")
+    metrics, details, missing = measure_all(args.quick, log=lambda m: print(m, flush=True), rounds=args.rounds,
+                                            only=only)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    rows = scaling(args.quick, args.out)
+    rows = []
+    if not only:
+        print("scaling with T and batch ...", flush=True)
+        rows = scaling(args.quick, args.out)
     record = write(metrics, details, missing, args.quick, args.out, rows)
     print((Path(args.out) / "results.md").read_text())
     return record

@@ -4,13 +4,14 @@ parameters) written once in PyTorch, trained as the Trainer trains it (Adam 1e-3
 sum of the two tasks' cross-entropies, shuffled batches).
 
     python benchmarks/torch_allconv.py DATA.npz EPOCHS BATCH [--channels-last]
-        [--feed gather|permuted] [--adam loop|foreach|fused] [--threads N]
+        [--feed permuted|gather] [--adam fused|loop|foreach] [--threads N]
 
-How it is fed, each choice measured by `benchmarks.torch_peer`: `--feed gather` indexes
-every batch out of the data with the epoch's shuffled indices; `permuted` copies the data
-once per epoch in the shuffled order (in the net's memory layout) and slices batches off
-it in order, the same batches. `--adam` picks PyTorch's Adam implementation (the
-for-loop over tensors, `foreach`, or the `fused` kernel). `--threads` sets
+How it is fed, each choice measured by `benchmarks.torch_peer` (the defaults are the
+fastest there): `--feed permuted` copies the data once per epoch in the shuffled order
+(in the net's memory layout) and slices batches off it in order; `gather` indexes every
+batch out of the data with the epoch's shuffled indices, the same batches (the peer's
+first version, a quarter slower). `--adam` picks PyTorch's Adam implementation (the
+`fused` kernel, the for-loop over tensors, or `foreach`). `--threads` sets
 `torch.set_num_threads` (default: PyTorch's own, the physical cores).
 
 Run by `benchmarks.record` with the benchmark environment's Python (PyTorch is a
@@ -64,7 +65,7 @@ def _option(argv, name, default):
 def main(argv):
     path, epochs, batch = argv[0], int(argv[1]), int(argv[2])
     channels_last = "--channels-last" in argv
-    feed, adam = _option(argv, "--feed", "gather"), _option(argv, "--adam", "loop")
+    feed, adam = _option(argv, "--feed", "permuted"), _option(argv, "--adam", "fused")
     if "--threads" in argv:
         torch.set_num_threads(int(_option(argv, "--threads", 0)))
     data = np.load(path)

@@ -20,8 +20,8 @@ from benchmarks.record import HERE, _mnist, _run_json, bench_python, machine
 
 # name -> the script's options
 VARIANTS = {
-    "nchw gather loop": [],
-    "channels_last gather loop": ["--channels-last"],
+    "nchw gather loop": ["--feed", "gather", "--adam", "loop"],
+    "channels_last gather loop": ["--channels-last", "--feed", "gather", "--adam", "loop"],
     "channels_last permuted loop": ["--channels-last", "--feed", "permuted"],
     "channels_last permuted foreach": ["--channels-last", "--feed", "permuted", "--adam", "foreach"],
     "channels_last permuted fused": ["--channels-last", "--feed", "permuted", "--adam", "fused"],
