@@ -406,10 +406,10 @@ def bench_python():
     return path if path.exists() else None
 
 
-def _run_json(command):
+def _run_json(command, env=None):
     import subprocess
 
-    out = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

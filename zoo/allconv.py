@@ -35,6 +35,7 @@ single-task net: the trunk, and the task's head or its slice of the joint layer.
 
 import keras
 
+from mtl_tf.layers import BatchNormalization
 from mtl_tf.tasks import as_tasks
 from mtl_tf.transfer import transfer
 from zoo.registry import register
@@ -56,7 +57,7 @@ def _trunk(input_shape, filters, dropout, batch_norm, initializer, depth):
         if not batch_norm:
             return [_conv(width, kernel, strides, padding, initializer=initializer)]
         return [_conv(width, kernel, strides, padding, activation=None, initializer=initializer),
-                keras.layers.BatchNormalization(momentum=0.9), keras.layers.ReLU()]
+                BatchNormalization(momentum=0.9), keras.layers.ReLU()]
 
     layers = [keras.Input(input_shape)]
     if len(input_shape) == 2:

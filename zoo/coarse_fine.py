@@ -30,6 +30,7 @@ to it; the others are trained with one backward pass per task where a strategy a
 
 import keras
 
+from mtl_tf.layers import BatchNormalization
 from mtl_tf.names import unknown_name
 from mtl_tf.tasks import as_tasks
 from zoo.hard_sharing import _check_shape
@@ -65,7 +66,7 @@ def _trunk(input_shape, conv_filters, momentum, name):
         layers.append(keras.layers.Reshape((*input_shape, 1)))
     for group in conv_filters:
         layers += [keras.layers.Conv2D(f, 3, padding="same", activation="relu") for f in group]
-        layers += [keras.layers.MaxPooling2D(2), keras.layers.BatchNormalization(momentum=momentum)]
+        layers += [keras.layers.MaxPooling2D(2), BatchNormalization(momentum=momentum)]
     layers.append(keras.layers.Flatten())
     return keras.Sequential(layers, name=name)
 
@@ -76,7 +77,7 @@ def _blocks(width, units, dropout, momentum, classes, name):
     layers = [keras.Input((width,))]
     for u in units:
         layers += [keras.layers.Dense(u, activation="relu"), keras.layers.Dropout(dropout),
-                   keras.layers.BatchNormalization(momentum=momentum)]
+                   BatchNormalization(momentum=momentum)]
     if classes:
         layers.append(keras.layers.Dense(classes, name="logits"))
     return keras.Sequential(layers, name=name)

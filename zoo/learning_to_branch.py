@@ -38,6 +38,7 @@ run draws on where it stopped.
 import keras
 from keras import ops
 
+from mtl_tf.layers import BatchNormalization
 from mtl_tf.tasks import as_tasks
 from zoo.experts import check_input, check_widths
 from zoo.registry import register
@@ -224,7 +225,7 @@ def learning_to_branch(tasks, input_shape, network=None, filters=(32, 64), units
             x = keras.layers.Flatten(name=f"node_{i}_{k}_flatten")(x)
         if i < len(filters):
             block = [keras.layers.Conv2D(filters[i], kernel_size, padding=padding)]
-            block += [keras.layers.BatchNormalization()] if batch_norm else []
+            block += [BatchNormalization()] if batch_norm else []
             return keras.Sequential(block + [keras.layers.ReLU(), keras.layers.MaxPooling2D()], name=f"node_{i}_{k}")(x)
         return keras.layers.Dense(units[i - len(filters)], activation="relu", name=f"node_{i}_{k}")(x)
 

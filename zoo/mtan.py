@@ -21,6 +21,7 @@ them, and nothing else the tasks share.
 
 import keras
 
+from mtl_tf.layers import BatchNormalization
 from mtl_tf.tasks import as_tasks
 from zoo.experts import check_input, check_widths
 from zoo.registry import register
@@ -28,7 +29,7 @@ from zoo.registry import register
 
 def _conv(filters, size, activation, momentum, name):
     return keras.Sequential([keras.layers.Conv2D(filters, size, padding="same"),
-                             keras.layers.BatchNormalization(momentum=momentum),
+                             BatchNormalization(momentum=momentum),
                              keras.layers.Activation(activation)], name=name)
 
 
@@ -88,9 +89,9 @@ def mtan(tasks, input_shape, backbone=None, filters=(32, 64), units=(128, 64), h
                 source = keras.layers.Concatenate(name=f"attention_{t.name}_{j}_input")([first, previous])
             if conv:
                 mask = keras.Sequential([keras.layers.Conv2D(width, 1),
-                                         keras.layers.BatchNormalization(momentum=momentum),
+                                         BatchNormalization(momentum=momentum),
                                          keras.layers.Activation("relu"), keras.layers.Conv2D(width, 1),
-                                         keras.layers.BatchNormalization(momentum=momentum),
+                                         BatchNormalization(momentum=momentum),
                                          keras.layers.Activation("sigmoid")],
                                         name=f"attention_{t.name}_{j}")(source)
             else:

@@ -24,6 +24,7 @@ import weakref
 import keras
 import numpy as np
 
+from mtl_tf.layers import BatchNormalization
 from mtl_tf.tasks import Task, as_tasks
 from zoo.hard_sharing import _check_shape
 from zoo.registry import register
@@ -189,7 +190,7 @@ def _trunk(input_shape, trunk, filters, kernel_size, shared_units, name="trunk")
         if len(input_shape) == 2:
             layers.append(keras.layers.Reshape((*input_shape, 1)))
         for f in filters:
-            layers += [keras.layers.Conv2D(f, kernel_size), keras.layers.BatchNormalization(),
+            layers += [keras.layers.Conv2D(f, kernel_size), BatchNormalization(),
                        keras.layers.ReLU(), keras.layers.MaxPooling2D(2, strides=2)]
     elif trunk != "dense":
         layers.append(trunk)

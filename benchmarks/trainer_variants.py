@@ -1,0 +1,126 @@
+"""What the Trainer's speed on the all-conv net depends on: its batch norm (the fused kernel
+of `mtl_tf.layers.BatchNormalization` or Keras's ops), its Adam (Keras's or
+`mtl_tf.optimizers.FusedAdam`), steps per compiled call, and oneDNN's instruction set;
+each variant in a fresh process per round, the rounds rotating the order, as
+`benchmarks.record` measures.
+
+    python -m benchmarks.trainer_variants [--images 10000] [--rounds 3] [--epochs 3]
+
+Writes `benchmarks/trainer_variants.json` and `.md`: images per second per variant (the
+median over rounds of each process's median timed epoch) and the ratio to the Trainer as
+it was before the fused batch norm (Keras's batch norm, Keras's Adam, one step per call).
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.record import HERE, _mnist, _run_json, machine, peak_rss_mb
+
+# name -> (probe options, environment)
+VARIANTS = {
+    "keras batch norm": ({"batch_norm": "keras"}, {}),
+    "fused batch norm (the default)": ({}, {}),
+    "fused batch norm, FusedAdam": ({"adam": "fused"}, {}),
+    "fused batch norm, 10 steps per call": ({"steps_per_execution": 10}, {}),
+    "keras batch norm, oneDNN AVX2": ({"batch_norm": "keras"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "fused batch norm, oneDNN AVX2": ({}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+}
+BASE = "keras batch norm"
+
+
+def probe(path, epochs, batch, options):
+    """In this (fresh) process: the Trainer on the all-conv net with `options`, a warm-up
+    epoch and `epochs` timed ones; prints the seconds and the peak RSS (MB)."""
+    import keras
+
+    from benchmarks.record import _net
+    from mtl_tf.layers import BatchNormalization
+    from mtl_tf.optimizers import FusedAdam
+    from training import Trainer
+
+    if options.get("batch_norm") == "keras":  # the layer's own fallback, Keras's path, everywhere
+        BatchNormalization._fused = lambda self, *args: False
+    data = np.load(path)
+    x, y = data["x"], {k: data[k] for k in ("mnist", "shifted")}
+    keras.utils.set_random_seed(0)
+    optimizer = FusedAdam(1e-3) if options.get("adam") == "fused" else keras.optimizers.Adam(1e-3)
+    trainer = Trainer(_net("allconv"), optimizer=optimizer,
+                      steps_per_execution=options.get("steps_per_execution", 1))
+    trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+    seconds = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+def measure(images=10_000, rounds=3, epochs=3, batch=100, variants=VARIANTS, log=print):
+    import os
+
+    x, y = _mnist(images)
+    names = list(variants)
+    runs = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data.npz"
+        np.savez(data, x=x, **y)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                options, env = variants[name]
+                command = [sys.executable, "-m", "benchmarks.trainer_variants", "--probe", data, epochs, batch,
+                           json.dumps(options)]
+                result = _run_json(command, env={**os.environ, **env})
+                runs[name].append(result)
+                log(f"round {r + 1}/{rounds} {name}: {images / np.median(result['seconds']):.0f} images/s")
+    per_round = {n: np.array([images / float(np.median(v["seconds"])) for v in runs[n]]) for n in names}
+    rows = {n: {"images_per_s": float(np.median(per_round[n])), "min": float(per_round[n].min()),
+                "max": float(per_round[n].max()), "vs_base": float(np.median(per_round[n] / per_round[BASE])),
+                "peak_rss_mb": float(np.median([v["peak_rss_mb"] for v in runs[n]])),
+                "options": variants[n][0], "environment": variants[n][1]} for n in names}
+    return {"machine": machine(), "images": images, "rounds": rounds, "timed_epochs_per_process": epochs,
+            "batch": batch, "variants": rows}
+
+
+def render(result):
+    m = result["machine"]
+    lines = ["# The Trainer: what its speed depends on", "",
+             f"{m['date']}, {m['device']}; tensorflow {m['versions'].get('tensorflow')}, oneDNN "
+             f"{m['onednn'].get('version', '?')} ({m['onednn'].get('isa', '?')} unless restricted). The all-conv net "
+             f"with two heads, {result['images']:,} MNIST images, batch {result['batch']}, Adam 1e-3; each variant in "
+             f"a fresh process per round ({result['rounds']} rounds, order rotating), a warm-up epoch and "
+             f"{result['timed_epochs_per_process']} timed ones.", "",
+             f"| variant | images/s (median) | spread | vs {BASE} | peak RSS (MB) |", "|---|---|---|---|---|"]
+    for name, row in result["variants"].items():
+        lines.append(f"| {name} | {row['images_per_s']:.0f} | {row['min']:.0f} to {row['max']:.0f} | "
+                     f"{row['vs_base']:.3f} | {row['peak_rss_mb']:.0f} |")
+    lines += ["", "*keras batch norm*: Keras 3's batch norm (the moments and the normalisation as separate ops), "
+              "as every zoo net trained before `mtl_tf.layers.BatchNormalization`; *fused*: TensorFlow's "
+              "`FusedBatchNormV3` and its gradient kernel. *oneDNN AVX2*: `ONEDNN_MAX_CPU_ISA=AVX2`, oneDNN "
+              "restricted to the instruction set of a machine without AVX-512.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--probe", nargs=4, metavar=("DATA", "EPOCHS", "BATCH", "OPTIONS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        path, epochs, batch, options = args.probe
+        return probe(path, int(epochs), int(batch), json.loads(options))
+    result = measure(args.images, args.rounds, args.epochs)
+    (HERE / "trainer_variants.json").write_text(json.dumps(result, indent=2) + "\n")
+    (HERE / "trainer_variants.md").write_text(render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Layers: Keras's own, computed by fewer TensorFlow kernels."""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="mtl_tf")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization`, trained by TensorFlow's fused kernel.
+
+    Keras 3 normalises a training batch with about a dozen element-wise ops (the moments,
+    then the affine normalisation) and as many again in their gradient; TensorFlow's
+    `FusedBatchNormV3` does both passes in one kernel and its gradient in another (oneDNN's
+    on x86). On the all-conv net that is about a third of a CPU training step
+    (`benchmarks/results.md`). Everything else is Keras's layer: the same arguments,
+    variables, checkpoints, config and inference path.
+
+    The same computation, to float rounding: y = gamma (x - mean) / sqrt(var + epsilon) +
+    beta with the batch's biased variance, and the moving statistics updated as Keras
+    updates them, moving = momentum moving + (1 - momentum) batch statistic, with the biased
+    variance too (the kernel returns it Bessel-corrected by n / max(n - 1, 1), which is
+    undone). The kernel applies only to a trainable layer in training on a 4-D float input
+    normalised over its last axis, without a mask, renorm or synchronised statistics; every
+    other case takes Keras's own path.
+
+    Example:
+    ```python
+    import numpy as np
+    from mtl_tf.layers import BatchNormalization
+    x = np.random.default_rng(0).normal(2.0, 3.0, (8, 4, 4, 3)).astype("float32")
+    y = BatchNormalization()(x, training=True).numpy()
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    ```
+    """
+
+    def _fused(self, inputs, training, mask):
+        return (training and self.trainable and mask is None and not self.renorm and not self.synchronized
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16", "float32"))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, training, mask):
+            return super().call(inputs, training=training, mask=mask)
+        inputs = tf.cast(inputs, tf.float32)  # as Keras: the statistics in float32
+        channels = inputs.shape[-1]
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
+        outputs, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs, scale=gamma, offset=beta, mean=tf.constant([], tf.float32),
+            variance=tf.constant([], tf.float32), epsilon=self.epsilon, exponential_avg_factor=1.0,
+            data_format="NHWC", is_training=True)
+        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        variance = variance * tf.maximum(n - 1.0, 1.0) / n
+        momentum = tf.cast(self.momentum, tf.float32)
+        self.moving_mean.assign(tf.cast(self.moving_mean, tf.float32) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            tf.cast(self.moving_variance, tf.float32) * momentum + variance * (1.0 - momentum))
+        return tf.cast(outputs, self.compute_dtype)
