@@ -406,10 +406,10 @@ def bench_python():
     return path if path.exists() else None
 
 
-def _run_json(command, env=None):
+def _run_json(command):
     import subprocess
 
-    out = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    out = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -1,7 +1,6 @@
 """What the Trainer's speed on the all-conv net depends on: its batch norm (the fused kernel
 of `mtl_tf.layers.BatchNormalization` or Keras's ops), its Adam (Keras's or
-`mtl_tf.optimizers.FusedAdam`), steps per compiled call, and oneDNN's instruction set;
-each variant in a fresh process per round, the rounds rotating the order, as
+`benchmarks.fused_adam.FusedAdam`) and steps per compiled call; each variant in a fresh process per round, the rounds rotating the order, as
 `benchmarks.record` measures.
 
     python -m benchmarks.trainer_variants [--images 10000] [--rounds 3] [--epochs 3]
@@ -22,14 +21,12 @@ import numpy as np
 
 from benchmarks.record import HERE, _mnist, _run_json, machine, peak_rss_mb
 
-# name -> (probe options, environment)
+# name -> the probe's options
 VARIANTS = {
-    "keras batch norm": ({"batch_norm": "keras"}, {}),
-    "fused batch norm (the default)": ({}, {}),
-    "fused batch norm, FusedAdam": ({"adam": "fused"}, {}),
-    "fused batch norm, 10 steps per call": ({"steps_per_execution": 10}, {}),
-    "keras batch norm, oneDNN AVX2": ({"batch_norm": "keras"}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
-    "fused batch norm, oneDNN AVX2": ({}, {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    "keras batch norm": {"batch_norm": "keras"},
+    "fused batch norm (the default)": {},
+    "fused batch norm, FusedAdam": {"adam": "fused"},
+    "fused batch norm, 10 steps per call": {"steps_per_execution": 10},
 }
 BASE = "keras batch norm"
 
@@ -41,7 +38,7 @@ def probe(path, epochs, batch, options):
 
     from benchmarks.record import _net
     from mtl_tf.layers import BatchNormalization
-    from mtl_tf.optimizers import FusedAdam
+    from benchmarks.fused_adam import FusedAdam
     from training import Trainer
 
     if options.get("batch_norm") == "keras":  # the layer's own fallback, Keras's path, everywhere
@@ -62,8 +59,6 @@ def probe(path, epochs, batch, options):
 
 
 def measure(images=10_000, rounds=3, epochs=3, batch=100, variants=VARIANTS, log=print):
-    import os
-
     x, y = _mnist(images)
     names = list(variants)
     runs = {n: [] for n in names}
@@ -72,17 +67,15 @@ def measure(images=10_000, rounds=3, epochs=3, batch=100, variants=VARIANTS, log
         np.savez(data, x=x, **y)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                options, env = variants[name]
-                command = [sys.executable, "-m", "benchmarks.trainer_variants", "--probe", data, epochs, batch,
-                           json.dumps(options)]
-                result = _run_json(command, env={**os.environ, **env})
+                result = _run_json([sys.executable, "-m", "benchmarks.trainer_variants", "--probe", data, epochs,
+                                    batch, json.dumps(variants[name])])
                 runs[name].append(result)
                 log(f"round {r + 1}/{rounds} {name}: {images / np.median(result['seconds']):.0f} images/s")
     per_round = {n: np.array([images / float(np.median(v["seconds"])) for v in runs[n]]) for n in names}
     rows = {n: {"images_per_s": float(np.median(per_round[n])), "min": float(per_round[n].min()),
                 "max": float(per_round[n].max()), "vs_base": float(np.median(per_round[n] / per_round[BASE])),
                 "peak_rss_mb": float(np.median([v["peak_rss_mb"] for v in runs[n]])),
-                "options": variants[n][0], "environment": variants[n][1]} for n in names}
+                "options": variants[n]} for n in names}
     return {"machine": machine(), "images": images, "rounds": rounds, "timed_epochs_per_process": epochs,
             "batch": batch, "variants": rows}
 
@@ -91,7 +84,7 @@ def render(result):
     m = result["machine"]
     lines = ["# The Trainer: what its speed depends on", "",
              f"{m['date']}, {m['device']}; tensorflow {m['versions'].get('tensorflow')}, oneDNN "
-             f"{m['onednn'].get('version', '?')} ({m['onednn'].get('isa', '?')} unless restricted). The all-conv net "
+             f"{m['onednn'].get('version', '?')} ({m['onednn'].get('isa', '?')}). The all-conv net "
              f"with two heads, {result['images']:,} MNIST images, batch {result['batch']}, Adam 1e-3; each variant in "
              f"a fresh process per round ({result['rounds']} rounds, order rotating), a warm-up epoch and "
              f"{result['timed_epochs_per_process']} timed ones.", "",
@@ -101,8 +94,7 @@ def render(result):
                      f"{row['vs_base']:.3f} | {row['peak_rss_mb']:.0f} |")
     lines += ["", "*keras batch norm*: Keras 3's batch norm (the moments and the normalisation as separate ops), "
               "as every zoo net trained before `mtl_tf.layers.BatchNormalization`; *fused*: TensorFlow's "
-              "`FusedBatchNormV3` and its gradient kernel. *oneDNN AVX2*: `ONEDNN_MAX_CPU_ISA=AVX2`, oneDNN "
-              "restricted to the instruction set of a machine without AVX-512.", ""]
+              "`FusedBatchNormV3` and its gradient kernel.", ""]
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import pytest
 import mtl_tf
 import mtl_tf.data
 import mtl_tf.export
-import mtl_tf.optimizers
+import mtl_tf.layers
 import mtl_tf.tasks
 import zoo
 import training
@@ -22,7 +22,7 @@ OBJECTS = [mtl_tf.data.load_numpy, mtl_tf.data.load, mtl_tf.data.pool, mtl_tf.da
            training.Trainer, zoo.selective_sharing.selective_sharing,
            zoo.selective_sharing.selective_sharing_stl, training.selective_sharing.SelectiveSharing,
            zoo.learning_to_branch.learning_to_branch, mtl_tf.MultiTaskModel, zoo.multi_lenet.multi_lenet,
-           mtl_tf.optimizers.FusedAdam]
+           mtl_tf.layers.BatchNormalization]
 
 
 @pytest.mark.parametrize("obj", OBJECTS, ids=lambda o: o.__qualname__)

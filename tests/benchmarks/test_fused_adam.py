@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mtl_tf.optimizers import FusedAdam
+from benchmarks.fused_adam import FusedAdam
 
 
 def _trajectory(optimizer, steps=6):
