@@ -3,15 +3,17 @@ of `mtl_tf.layers.BatchNormalization` or Keras's ops), its Adam (Keras's or
 `benchmarks.fused_adam.FusedAdam`) and steps per compiled call; each variant in a fresh process per round, the rounds rotating the order, as
 `benchmarks.record` measures.
 
-    python -m benchmarks.trainer_variants [--images 10000] [--rounds 3] [--epochs 3]
+    python -m benchmarks.trainer_variants [--images 10000] [--rounds 3] [--epochs 3] [--isa AVX2]
 
-Writes `benchmarks/trainer_variants.json` and `.md`: images per second per variant (the
+Writes `benchmarks/trainer_variants.json` and `.md` (with `--isa`, oneDNN held to that
+instruction set by `ONEDNN_MAX_CPU_ISA`: `trainer_variants-avx2.*`): images per second per variant (the
 median over rounds of each process's median timed epoch) and the ratio to the Trainer as
 it was before the fused batch norm (Keras's batch norm, Keras's Adam, one step per call).
 """
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -24,9 +26,9 @@ from benchmarks.record import HERE, _mnist, _run_json, machine, peak_rss_mb
 # name -> the probe's options
 VARIANTS = {
     "keras batch norm": {"batch_norm": "keras"},
-    "fused batch norm (the default)": {},
-    "fused batch norm, FusedAdam": {"adam": "fused"},
-    "fused batch norm, 10 steps per call": {"steps_per_execution": 10},
+    "fused batch norm": {"batch_norm": "fused"},
+    "fused batch norm, FusedAdam": {"batch_norm": "fused", "adam": "fused"},
+    "fused batch norm, 10 steps per call": {"batch_norm": "fused", "steps_per_execution": 10},
 }
 BASE = "keras batch norm"
 
@@ -36,13 +38,14 @@ def probe(path, epochs, batch, options):
     epoch and `epochs` timed ones; prints the seconds and the peak RSS (MB)."""
     import keras
 
-    from benchmarks.record import _net
-    from mtl_tf.layers import BatchNormalization
+    import mtl_tf.layers
     from benchmarks.fused_adam import FusedAdam
+    from benchmarks.record import _net
     from training import Trainer
 
-    if options.get("batch_norm") == "keras":  # the layer's own fallback, Keras's path, everywhere
-        BatchNormalization._fused = lambda self, *args: False
+    if "batch_norm" in options:  # decides for every zoo layer left at `fused=None`
+        kernel = options["batch_norm"] == "fused"
+        mtl_tf.layers.fused_kernel_pays = lambda: kernel
     data = np.load(path)
     x, y = data["x"], {k: data[k] for k in ("mnist", "shifted")}
     keras.utils.set_random_seed(0)
@@ -94,7 +97,8 @@ def render(result):
                      f"{row['vs_base']:.3f} | {row['peak_rss_mb']:.0f} |")
     lines += ["", "*keras batch norm*: Keras 3's batch norm (the moments and the normalisation as separate ops), "
               "as every zoo net trained before `mtl_tf.layers.BatchNormalization`; *fused*: TensorFlow's "
-              "`FusedBatchNormV3` and its gradient kernel.", ""]
+              "`FusedBatchNormV3` and its gradient kernel. Each zoo net takes the faster of the two by the "
+              "machine (`mtl_tf.layers.fused_kernel_pays`).", ""]
     return "\n".join(lines)
 
 
@@ -103,14 +107,18 @@ def main(argv=None):
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--isa", default=None, help="hold oneDNN to this instruction set (ONEDNN_MAX_CPU_ISA)")
     parser.add_argument("--probe", nargs=4, metavar=("DATA", "EPOCHS", "BATCH", "OPTIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         path, epochs, batch, options = args.probe
         return probe(path, int(epochs), int(batch), json.loads(options))
+    if args.isa:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # the probes inherit it
     result = measure(args.images, args.rounds, args.epochs)
-    (HERE / "trainer_variants.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "trainer_variants.md").write_text(render(result))
+    name = "trainer_variants" + (f"-{args.isa.lower()}" if args.isa else "")
+    (HERE / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (HERE / f"{name}.md").write_text(render(result))
     print(render(result))
 
 

@@ -1,19 +1,44 @@
-"""Layers: Keras's own, computed by fewer TensorFlow kernels."""
+"""Layers: Keras's own, computed by fewer TensorFlow kernels where that is faster."""
+
+import functools
+import os
 
 import keras
 import tensorflow as tf
 
 
+@functools.cache
+def fused_kernel_pays():
+    """Whether `FusedBatchNormV3` trains faster than Keras's batch-norm ops here. Measured
+    on the all-conv net (`benchmarks/trainer_variants.md`) on one Intel Xeon: 1.41x with
+    oneDNN running AVX-512, 0.91x with oneDNN held to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`; its
+    batch-norm primitive then takes 3.3x as long, the convolutions 1.5x). So: on a GPU,
+    or an x86 CPU with AVX-512 that oneDNN is not held back from; not elsewhere (AVX2,
+    ARM: unmeasured, Keras's path)."""
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if isa.startswith(("SSE", "AVX2")) or isa == "AVX":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512f" in flags
+
+
 @keras.saving.register_keras_serializable(package="mtl_tf")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization`, trained by TensorFlow's fused kernel.
+    """`keras.layers.BatchNormalization`, trained by TensorFlow's fused kernel where that is
+    faster (`fused=None`, the default: `fused_kernel_pays()`; `True` or `False` decide).
 
     Keras 3 normalises a training batch with about a dozen element-wise ops (the moments,
     then the affine normalisation) and as many again in their gradient; TensorFlow's
     `FusedBatchNormV3` does both passes in one kernel and its gradient in another (oneDNN's
     on x86). On the all-conv net that is about a third of a CPU training step
-    (`benchmarks/results.md`). Everything else is Keras's layer: the same arguments,
-    variables, checkpoints, config and inference path.
+    (`benchmarks/results.md`). Everything else is Keras's layer: the same arguments (and
+    `fused`), variables, checkpoints, config and inference path.
 
     The same computation, to float rounding: y = gamma (x - mean) / sqrt(var + epsilon) +
     beta with the batch's biased variance, and the moving statistics updated as Keras
@@ -33,8 +58,18 @@ class BatchNormalization(keras.layers.BatchNormalization):
     ```
     """
 
+    def __init__(self, *args, fused=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if fused not in (None, True, False):
+            raise ValueError(f"`fused` must be None, True or False. Received: fused={fused!r}")
+        self.fused = fused
+
+    def get_config(self):
+        return {**super().get_config(), "fused": self.fused}
+
     def _fused(self, inputs, training, mask):
-        return (training and self.trainable and mask is None and not self.renorm and not self.synchronized
+        kernel = fused_kernel_pays() if self.fused is None else self.fused
+        return (kernel and training and self.trainable and mask is None and not self.renorm and not self.synchronized
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
                 and keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16", "float32"))
 

@@ -1,10 +1,13 @@
-"""The fused batch norm against NumPy's batch norm (the formula) and against Keras's layer."""
+"""The fused batch norm against NumPy's batch norm (the formula) and against Keras's layer.
+The kernel is asked for (`fused=True`), so it is tested on machines where the default
+would not take it."""
 
 import numpy as np
 import pytest
 import keras
 import tensorflow as tf
 
+import mtl_tf.layers
 from mtl_tf.layers import BatchNormalization
 
 EPS, MOMENTUM = 1e-3, 0.9
@@ -23,6 +26,8 @@ def _inputs(shape=(6, 5, 4, 3), seed=0):
 
 
 def _layer(cls=BatchNormalization, channels=3, **kwargs):
+    if cls is BatchNormalization:
+        kwargs = {"fused": True, **kwargs}
     layer = cls(momentum=MOMENTUM, epsilon=EPS, **kwargs)
     layer.build((None, 5, 4, channels))
     rng = np.random.default_rng(1)
@@ -84,7 +89,7 @@ def test_one_value_per_channel_and_other_shapes_take_a_path_that_matches_keras()
     np.testing.assert_allclose(ours(one, training=True).numpy(), theirs(one, training=True).numpy(), atol=1e-5)
     np.testing.assert_allclose(ours.moving_variance.numpy(), theirs.moving_variance.numpy(), rtol=1e-6)
     flat = np.random.default_rng(3).normal(size=(16, 3)).astype("float32")  # 2-D: Keras's own path
-    ours, theirs = BatchNormalization(), keras.layers.BatchNormalization()
+    ours, theirs = BatchNormalization(fused=True), keras.layers.BatchNormalization()
     np.testing.assert_allclose(ours(flat, training=True).numpy(), theirs(flat, training=True).numpy(), rtol=1e-6)
     frozen = _layer()
     frozen.trainable = False  # a frozen layer normalises with its moving statistics, as Keras's
@@ -109,9 +114,32 @@ def test_mixed_precision_normalises_in_float32_and_returns_float16():
 
 def test_a_model_with_it_saves_and_loads(tmp_path):
     inputs = keras.Input((5, 4, 3))
-    model = keras.Model(inputs, BatchNormalization(momentum=0.7)(inputs))
+    model = keras.Model(inputs, BatchNormalization(momentum=0.7, fused=True)(inputs))
     model.layers[-1](_inputs(), training=True)  # moves the statistics away from their start
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert type(loaded.layers[-1]) is BatchNormalization and loaded.layers[-1].momentum == 0.7
+    assert loaded.layers[-1].fused is True
     np.testing.assert_allclose(loaded.predict(_inputs(), verbose=0), model.predict(_inputs(), verbose=0), rtol=1e-6)
+
+
+def test_fused_false_is_keras_batch_norm_op_for_op(monkeypatch):
+    x = _inputs()
+    ours, theirs = _layer(fused=False), _layer(keras.layers.BatchNormalization)
+    np.testing.assert_array_equal(ours(x, training=True).numpy(), theirs(x, training=True).numpy())
+    np.testing.assert_array_equal(ours.moving_variance.numpy(), theirs.moving_variance.numpy())
+
+
+def test_the_default_follows_the_machine_and_oneDNN_held_to_avx2_keeps_keras_path(monkeypatch):
+    mtl_tf.layers.fused_kernel_pays.cache_clear()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    try:
+        assert mtl_tf.layers.fused_kernel_pays() is (len(tf.config.list_physical_devices("GPU")) > 0)
+    finally:
+        mtl_tf.layers.fused_kernel_pays.cache_clear()
+    x = _inputs()
+    monkeypatch.setattr(mtl_tf.layers, "fused_kernel_pays", lambda: False)
+    ours, theirs = _layer(fused=None), _layer(keras.layers.BatchNormalization)
+    np.testing.assert_array_equal(ours(x, training=True).numpy(), theirs(x, training=True).numpy())
+    with pytest.raises(ValueError, match=r"fused='yes'"):
+        BatchNormalization(fused="yes")
