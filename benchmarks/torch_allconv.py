@@ -4,7 +4,7 @@ parameters) written once in PyTorch, trained as the Trainer trains it (Adam 1e-3
 sum of the two tasks' cross-entropies, shuffled batches).
 
     python benchmarks/torch_allconv.py DATA.npz EPOCHS BATCH [--channels-last]
-        [--feed permuted|gather] [--adam fused|loop|foreach] [--threads N]
+        [--feed permuted|gather] [--adam fused|loop|foreach] [--threads N] [--profile STEPS]
 
 How it is fed, each choice measured by `benchmarks.torch_peer` (the defaults are the
 fastest there): `--feed permuted` copies the data once per epoch in the shuffled order
@@ -18,7 +18,9 @@ Run by `benchmarks.record` with the benchmark environment's Python (PyTorch is a
 benchmark-only extra, `requirements-bench.txt`); it never imports this project. Trains a
 warm-up epoch, then EPOCHS timed epochs, and prints one JSON line: the seconds of each
 timed epoch, the process's peak resident memory (MB) and its resident memory before
-the first step.
+the first step. With `--profile STEPS` it instead prints, after the warm-up, each
+PyTorch op's own CPU time per step (ms) over STEPS steps (`torch.profiler`), for a
+comparison with the Trainer's profile in `benchmarks/results.md`.
 """
 
 import json
@@ -83,12 +85,12 @@ def main(argv):
 
     layout = torch.channels_last if channels_last else torch.contiguous_format
 
-    def epoch():
+    def epoch(steps=None):
         model.train()
         order = torch.randperm(len(x), generator=generator)
         if feed == "permuted":
             xs, targets = x[order].contiguous(memory_format=layout), [y[order] for y in ys]
-        for start in range(0, len(x), batch):
+        for start in range(0, len(x) if steps is None else steps * batch, batch):
             if feed == "permuted":
                 images, labels = xs[start:start + batch], [y[start:start + batch] for y in targets]
             else:
@@ -102,6 +104,14 @@ def main(argv):
 
     ready_rss = status_mb("VmRSS")  # imported, data and net in memory, nothing trained yet
     epoch()  # warm-up
+    if "--profile" in argv:
+        steps = int(_option(argv, "--profile", 50))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            epoch(steps)
+        ops = {e.key: e.self_cpu_time_total / 1000 / steps for e in profile.key_averages()}
+        print(json.dumps({"ms_per_step_by_op": dict(sorted(ops.items(), key=lambda kv: -kv[1])[:20]),
+                          "steps": steps, "channels_last": channels_last}))
+        return
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
