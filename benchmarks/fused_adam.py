@@ -1,7 +1,7 @@
-"""An experiment measured and not kept: Keras's Adam with each variable's update in one
-TensorFlow kernel. `python -m benchmarks.trainer_variants` measured it at 0.95x of
-Keras's Adam on the all-conv net (after the fused batch norm; 1,789 against 1,858
-images/s, 3 rounds): Keras's per-variable ops were not what the step waits for. It stays
+"""An experiment measured and not kept in the package: Keras's Adam with each variable's
+update in one TensorFlow kernel. `python -m benchmarks.trainer_variants` measured it on
+the all-conv net (after the fused batch norm, 3 rounds each) at 0.95x of Keras's Adam in
+one run and 1.08x in another: within this machine's noise, so not shown to help. It stays
 here, tested, so the measurement can be repeated on another machine."""
 
 import keras

@@ -1,6 +1,7 @@
 """What the Trainer's speed on the all-conv net depends on: its batch norm (the fused kernel
 of `mtl_tf.layers.BatchNormalization` or Keras's ops), its Adam (Keras's or
-`benchmarks.fused_adam.FusedAdam`) and steps per compiled call; each variant in a fresh process per round, the rounds rotating the order, as
+`benchmarks.fused_adam.FusedAdam`), steps per compiled call and TensorFlow's inter-op
+threads; each variant in a fresh process per round, the rounds rotating the order, as
 `benchmarks.record` measures.
 
     python -m benchmarks.trainer_variants [--images 10000] [--rounds 3] [--epochs 3] [--isa AVX2]
@@ -29,6 +30,7 @@ VARIANTS = {
     "fused batch norm": {"batch_norm": "fused"},
     "fused batch norm, FusedAdam": {"batch_norm": "fused", "adam": "fused"},
     "fused batch norm, 10 steps per call": {"batch_norm": "fused", "steps_per_execution": 10},
+    "fused batch norm, 1 inter-op thread": {"batch_norm": "fused", "inter_op_threads": 1},
 }
 BASE = "keras batch norm"
 
@@ -37,12 +39,15 @@ def probe(path, epochs, batch, options):
     """In this (fresh) process: the Trainer on the all-conv net with `options`, a warm-up
     epoch and `epochs` timed ones; prints the seconds and the peak RSS (MB)."""
     import keras
+    import tensorflow as tf
 
     import mtl_tf.layers
     from benchmarks.fused_adam import FusedAdam
     from benchmarks.record import _net
     from training import Trainer
 
+    if "inter_op_threads" in options:  # before TensorFlow's runtime starts
+        tf.config.threading.set_inter_op_parallelism_threads(options["inter_op_threads"])
     if "batch_norm" in options:  # decides for every zoo layer left at `fused=None`
         kernel = options["batch_norm"] == "fused"
         mtl_tf.layers.fused_kernel_pays = lambda: kernel
