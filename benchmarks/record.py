@@ -438,13 +438,43 @@ def rss_probe(path, epochs, batch):
     keras.utils.set_random_seed(0)
     trainer = Trainer(_net("allconv"), optimizer=keras.optimizers.Adam(1e-3))
     ready_rss = _status_mb("VmRSS")  # imported, data and net in memory, nothing trained yet
+    seconds = timed_epochs(trainer, x, y, epochs, batch)
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "ready_rss_mb": ready_rss}))
+
+
+def timed_epochs(trainer, x, y, epochs, batch):
+    """A warm-up epoch of `trainer`, then the seconds of each of `epochs` more."""
     trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
     seconds = []
     for _ in range(epochs):
         start = time.perf_counter()
         trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
         seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "ready_rss_mb": ready_rss}))
+    return seconds
+
+
+def variant_rounds(command, names, images, rounds, base, log=print):
+    """Each variant of `names` in a fresh process per round, the rounds rotating the order;
+    `command(name, data)` is its command line on the `.npz` file `data` of `images` MNIST
+    images, and prints a JSON line with each timed epoch's `seconds` and `peak_rss_mb`.
+    Returns (the runs {name: [JSON per round]}, the rows {name: images per second (the
+    median over rounds of each process's median epoch), its min and max, `vs_base` (the
+    median of the per-round ratios to `base`), the median peak RSS})."""
+    import tempfile
+
+    x, y = _mnist(images)
+    runs = {n: [] for n in names}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data.npz"
+        np.savez(data, x=x, **y)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(_run_json(command(name, data)))
+                log(f"round {r + 1}/{rounds} {name}: {images / np.median(runs[name][-1]['seconds']):.0f} images/s")
+    rate = {n: np.array([images / float(np.median(v["seconds"])) for v in runs[n]]) for n in names}
+    return runs, {n: {"images_per_s": float(np.median(rate[n])), "min": float(rate[n].min()),
+                      "max": float(rate[n].max()), "vs_base": float(np.median(rate[n] / rate[base])),
+                      "peak_rss_mb": float(np.median([v["peak_rss_mb"] for v in runs[n]]))} for n in names}
 
 
 def against_torch(images, rounds, batch=100, epochs=3):

@@ -11,12 +11,8 @@ over rounds of each process's median timed epoch) and the ratio to the old peer'
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
-import numpy as np
-
-from benchmarks.record import HERE, _mnist, _run_json, bench_python, machine
+from benchmarks.record import HERE, bench_python, machine, variant_rounds
 
 # name -> the script's options
 VARIANTS = {
@@ -36,27 +32,10 @@ def measure(images=10_000, rounds=3, epochs=3, batch=100, variants=VARIANTS, log
     python = bench_python()
     if python is None:
         raise SystemExit("PyTorch is not installed: `make bench` makes .venv-bench")
-    x, y = _mnist(images)
-    names = list(variants)
-    runs = {n: [] for n in names}
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "data.npz"
-        np.savez(data, x=x, **y)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                result = _run_json([python, HERE / "torch_allconv.py", data, epochs, batch, *variants[name]])
-                runs[name].append(result)
-                log(f"round {r + 1}/{rounds} {name}: {images / np.median(result['seconds']):.0f} images/s")
-    rows = {}
-    for name in names:
-        per_round = [images / float(np.median(v["seconds"])) for v in runs[name]]
-        rows[name] = {"images_per_s": float(np.median(per_round)), "min": min(per_round), "max": max(per_round),
-                      "peak_rss_mb": float(np.median([v["peak_rss_mb"] for v in runs[name]])),
-                      "threads": runs[name][0]["threads"], "options": variants[name]}
-    base = [images / float(np.median(v["seconds"])) for v in runs[BASE]]
-    for name in names:
-        ratios = np.array([images / float(np.median(v["seconds"])) for v in runs[name]]) / np.array(base)
-        rows[name]["vs_old_peer"] = float(np.median(ratios))
+    runs, rows = variant_rounds(lambda name, data: [python, HERE / "torch_allconv.py", data, epochs, batch,
+                                                    *variants[name]], list(variants), images, rounds, BASE, log)
+    for name, row in rows.items():
+        row.update(threads=runs[name][0]["threads"], options=variants[name], vs_old_peer=row.pop("vs_base"))
     first = runs[BASE][0]
     return {"machine": machine(), "torch": first["torch"], "cpu_capability": first["cpu_capability"],
             "images": images, "rounds": rounds, "timed_epochs_per_process": epochs, "batch": batch,

@@ -16,13 +16,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.record import HERE, _mnist, _run_json, machine, peak_rss_mb
+from benchmarks.record import HERE, machine, peak_rss_mb, timed_epochs, variant_rounds
 
 # name -> the probe's options
 VARIANTS = {
@@ -57,33 +54,17 @@ def probe(path, epochs, batch, options):
     optimizer = FusedAdam(1e-3) if options.get("adam") == "fused" else keras.optimizers.Adam(1e-3)
     trainer = Trainer(_net("allconv"), optimizer=optimizer,
                       steps_per_execution=options.get("steps_per_execution", 1))
-    trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
-    seconds = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        trainer.fit(x, y, epochs=1, batch_size=batch, verbose=0)
-        seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+    print(json.dumps({"seconds": timed_epochs(trainer, x, y, epochs, batch), "peak_rss_mb": peak_rss_mb()}))
 
 
 def measure(images=10_000, rounds=3, epochs=3, batch=100, variants=VARIANTS, log=print):
-    x, y = _mnist(images)
-    names = list(variants)
-    runs = {n: [] for n in names}
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "data.npz"
-        np.savez(data, x=x, **y)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                result = _run_json([sys.executable, "-m", "benchmarks.trainer_variants", "--probe", data, epochs,
-                                    batch, json.dumps(variants[name])])
-                runs[name].append(result)
-                log(f"round {r + 1}/{rounds} {name}: {images / np.median(result['seconds']):.0f} images/s")
-    per_round = {n: np.array([images / float(np.median(v["seconds"])) for v in runs[n]]) for n in names}
-    rows = {n: {"images_per_s": float(np.median(per_round[n])), "min": float(per_round[n].min()),
-                "max": float(per_round[n].max()), "vs_base": float(np.median(per_round[n] / per_round[BASE])),
-                "peak_rss_mb": float(np.median([v["peak_rss_mb"] for v in runs[n]])),
-                "options": variants[n]} for n in names}
+    def command(name, data):
+        return [sys.executable, "-m", "benchmarks.trainer_variants", "--probe", data, epochs, batch,
+                json.dumps(variants[name])]
+
+    _, rows = variant_rounds(command, list(variants), images, rounds, BASE, log)
+    for name, row in rows.items():
+        row["options"] = variants[name]
     return {"machine": machine(), "images": images, "rounds": rounds, "timed_epochs_per_process": epochs,
             "batch": batch, "variants": rows}
 
