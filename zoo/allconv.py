@@ -13,8 +13,9 @@ The default (`depth=2`, `filters=(32, 64)`):
 
 `depth=3` puts a third 3x3 convolution in each block, as All-CNN-C has (at 96/192
 channels). Each convolution but the last is followed by batch normalisation and ReLU.
-Our choices, measured on this CPU (`python -m benchmarks.allconv_speed`): All-CNN-C's
-recipe at (32, 64) trains at 624 images/s, the default at 1,271; without batch normalisation (All-CNN had none,
+Our choices, measured on a 2-core CPU (`python -m benchmarks.allconv_speed`): All-CNN-C's
+recipe at (32, 64) trains at 624 images/s, the default at 1,271 (Keras's batch norm; with
+the fused one, on another machine, 976 and 1,533); without batch normalisation (All-CNN had none,
 and dropout 0.5 instead) the net needs several times the epochs to pass 98% on MNIST,
 which a 30-minute profile cannot afford. `batch_norm=False, dropout=0.5, depth=3` gives
 the original recipe. The default trunk has 107,360 parameters (1,280 of them batch
