@@ -585,14 +585,9 @@ def _plot_scaling(rows, path):
 # === The record ===============================================================================
 def cpu_flags():
     """The CPU's vector and matrix instruction sets (what oneDNN and PyTorch dispatch on)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split()
-                              if f.startswith(("avx", "amx", "fma", "sse4")))
-    except OSError:
-        pass
-    return []
+    from mtl_tf.layers import cpu_flags as flags
+
+    return sorted(f for f in flags() if f.startswith(("avx", "amx", "fma", "sse4")))
 
 
 def onednn():

@@ -10,8 +10,8 @@ import tensorflow as tf
 @functools.cache
 def fused_kernel_pays():
     """Whether `FusedBatchNormV3` trains faster than Keras's batch-norm ops here. Measured
-    on the all-conv net (`benchmarks/trainer_variants.md`) on one Intel Xeon: 1.41x with
-    oneDNN running AVX-512, 0.91x with oneDNN held to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`; its
+    on the all-conv net (`benchmarks/trainer_variants.md`) on one Intel Xeon: 1.37x and
+    1.41x (two runs) with oneDNN running AVX-512, 0.91x with oneDNN held to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`; its
     batch-norm primitive then takes 3.3x as long, the convolutions 1.5x). So: on a GPU,
     or an x86 CPU with AVX-512 that oneDNN is not held back from; not elsewhere (AVX2,
     ARM: unmeasured, Keras's path)."""
@@ -20,12 +20,16 @@ def fused_kernel_pays():
     isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
     if isa.startswith(("SSE", "AVX2")) or isa == "AVX":
         return False
+    return "avx512f" in cpu_flags()
+
+
+def cpu_flags():
+    """The CPU's feature flags (`/proc/cpuinfo`), or [] where that cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return False
-    return "avx512f" in flags
+        return []
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
@@ -36,8 +40,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     Keras 3 normalises a training batch with about a dozen element-wise ops (the moments,
     then the affine normalisation) and as many again in their gradient; TensorFlow's
     `FusedBatchNormV3` does both passes in one kernel and its gradient in another (oneDNN's
-    on x86). On the all-conv net that is about a third of a CPU training step
-    (`benchmarks/results.md`). Everything else is Keras's layer: the same arguments (and
+    on x86). On the all-conv net, element-wise work (batch norm the most of it) was 47% of a
+    CPU training step before, 21% with the fused kernel (`benchmarks/results.md`). Everything else is Keras's layer: the same arguments (and
     `fused`), variables, checkpoints, config and inference path.
 
     The same computation, to float rounding: y = gamma (x - mean) / sqrt(var + epsilon) +
