@@ -13,7 +13,7 @@ import json
 import subprocess
 import sys
 
-from benchmarks.record import HERE, ROOT, machine
+from benchmarks.record import ROOT, machine, write_result
 
 EXTRAS = ("matplotlib", "sklearn", "scipy", "PIL", "h5py")
 PROBE = """
@@ -58,10 +58,7 @@ def render(result):
 
 
 def main():
-    result = measure()
-    (HERE / "import_memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "import_memory.md").write_text(render(result))
-    print(render(result))
+    write_result("import_memory", measure(), render)
 
 
 if __name__ == "__main__":

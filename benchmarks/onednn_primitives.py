@@ -10,16 +10,11 @@ shape) the milliseconds per call on each side, and each side's total oneDNN time
 """
 
 import collections
-import json
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-import numpy as np
-
-from benchmarks.record import HERE, ROOT, _mnist, bench_python, machine
+from benchmarks.record import HERE, ROOT, bench_python, machine, mnist_npz, write_result
 
 IMAGES, BATCH = 2000, 100
 TRAINER = """
@@ -47,11 +42,8 @@ def primitives(output, steps):
 
 def measure():
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    x, y = _mnist(IMAGES)
     steps = IMAGES // BATCH
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "data.npz"
-        np.savez(data, x=x, **y)
+    with mnist_npz(IMAGES) as data:
         commands = {
             "trainer": [sys.executable, "-c", TRAINER.format(threads="", batch=BATCH), data],
             "trainer, 1 inter-op thread": [sys.executable, "-c", TRAINER.format(
@@ -92,10 +84,7 @@ def render(result):
 
 
 def main():
-    result = measure()
-    (HERE / "onednn_primitives.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "onednn_primitives.md").write_text(render(result))
-    print(render(result))
+    write_result("onednn_primitives", measure(), render)
 
 
 if __name__ == "__main__":

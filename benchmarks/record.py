@@ -14,6 +14,7 @@ null with the reason under `"missing"`.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -453,6 +454,30 @@ def timed_epochs(trainer, x, y, epochs, batch):
     return seconds
 
 
+@contextlib.contextmanager
+def mnist_npz(images):
+    """A temporary `.npz` file of `images` MNIST images and their two tasks' labels (`_mnist`),
+    for the benchmarks' fresh processes."""
+    import tempfile
+
+    x, y = _mnist(images)
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data.npz"
+        np.savez(data, x=x, **y)
+        yield data
+
+
+def write_result(name, result, render):
+    """`benchmarks/NAME.json` (`result`) and `benchmarks/NAME.md` (`render(result)`), each
+    written whole or not at all; prints the Markdown."""
+    from mtl_tf.data.paths import atomic_write_bytes
+
+    text = render(result)
+    atomic_write_bytes(HERE / f"{name}.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(HERE / f"{name}.md", text.encode())
+    print(text)
+
+
 def variant_rounds(command, names, images, rounds, base, log=print):
     """Each variant of `names` in a fresh process per round, the rounds rotating the order;
     `command(name, data)` is its command line on the `.npz` file `data` of `images` MNIST
@@ -460,13 +485,8 @@ def variant_rounds(command, names, images, rounds, base, log=print):
     Returns (the runs {name: [JSON per round]}, the rows {name: images per second (the
     median over rounds of each process's median epoch), its min and max, `vs_base` (the
     median of the per-round ratios to `base`), the median peak RSS})."""
-    import tempfile
-
-    x, y = _mnist(images)
     runs = {n: [] for n in names}
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "data.npz"
-        np.savez(data, x=x, **y)
+    with mnist_npz(images) as data:
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 runs[name].append(_run_json(command(name, data)))
@@ -486,25 +506,16 @@ def against_torch(images, rounds, batch=100, epochs=3):
     their median counting), rounds alternating the order. Returns ((speed ratio, RSS
     ratio), detail); the detail splits each side's peak memory into what the process holds
     before its first step (the library, the data, the net) and what training adds."""
-    import tempfile
-
     python = bench_python()
     if python is None:
         raise RuntimeError(f"PyTorch is not installed: `make bench` installs it into {BENCH_VENV} "
                            f"(requirements-bench.txt), or set MTL_TF_BENCH_PYTHON")
-    x, y = _mnist(images)
     script = HERE / "torch_allconv.py"
-    runs = {"trainer": [], "torch_nchw": [], "torch_channels_last": []}
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder) / "data.npz"
-        np.savez(data, x=x, **y)
-        commands = {"trainer": [sys.executable, "-m", "benchmarks.record", "--rss-probe", data, epochs, batch],
-                    "torch_nchw": [python, script, data, epochs, batch],
-                    "torch_channels_last": [python, script, data, epochs, batch, "--channels-last"]}
-        names = list(commands)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                runs[name].append(_run_json(commands[name]))
+    commands = {"trainer": lambda data: [sys.executable, "-m", "benchmarks.record", "--rss-probe", data, epochs, batch],
+                "torch_nchw": lambda data: [python, script, data, epochs, batch],
+                "torch_channels_last": lambda data: [python, script, data, epochs, batch, "--channels-last"]}
+    runs, _ = variant_rounds(lambda name, data: commands[name](data), list(commands), images, rounds, "trainer",
+                             log=lambda message: None)
     seconds = {k: [float(np.median(v["seconds"])) for v in rs] for k, rs in runs.items()}
     best = "torch_nchw" if np.median(seconds["torch_nchw"]) <= np.median(seconds["torch_channels_last"]) \
         else "torch_channels_last"

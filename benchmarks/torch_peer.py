@@ -10,9 +10,8 @@ over rounds of each process's median timed epoch) and the ratio to the old peer'
 """
 
 import argparse
-import json
 
-from benchmarks.record import HERE, bench_python, machine, variant_rounds
+from benchmarks.record import HERE, bench_python, machine, variant_rounds, write_result
 
 # name -> the script's options
 VARIANTS = {
@@ -68,9 +67,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args(argv)
     result = measure(args.images, args.rounds, args.epochs)
-    (HERE / "torch_peer.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / "torch_peer.md").write_text(render(result))
-    print(render(result))
+    write_result("torch_peer", result, render)
 
 
 if __name__ == "__main__":

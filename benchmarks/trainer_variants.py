@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.record import HERE, machine, peak_rss_mb, timed_epochs, variant_rounds
+from benchmarks.record import machine, peak_rss_mb, timed_epochs, variant_rounds, write_result
 
 # name -> the probe's options
 VARIANTS = {
@@ -102,10 +102,7 @@ def main(argv=None):
     if args.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # the probes inherit it
     result = measure(args.images, args.rounds, args.epochs)
-    name = "trainer_variants" + (f"-{args.isa.lower()}" if args.isa else "")
-    (HERE / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (HERE / f"{name}.md").write_text(render(result))
-    print(render(result))
+    write_result("trainer_variants" + (f"-{args.isa.lower()}" if args.isa else ""), result, render)
 
 
 if __name__ == "__main__":
