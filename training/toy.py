@@ -165,21 +165,17 @@ def strategies():
 
 
 def _runs(name, starts, steps, learning_rate):
-    import os
-
-    if os.environ.get("MTL_TF_TOY_WORKER"):  # a worker process: one thread, the others run beside it
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
     return [run(name, start, steps, learning_rate) for start in starts]
 
 
 def _worker_init():
-    import os
-
-    os.environ["MTL_TF_TOY_WORKER"] = "1"
+    """A worker process: one thread, since the other workers run beside it (set before
+    TensorFlow's runtime starts)."""
     import mtl_tf  # noqa: F401 - a quiet TensorFlow start-up
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print, keep=None):
@@ -196,35 +192,37 @@ def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE,
     front = pareto_set()
     paths, begin = {}, time.time()
 
-    def kept(name):
-        path = keep and Path(keep) / f"{name}-{steps}-{learning_rate:g}.npz"
-        if path and path.exists():
-            with np.load(path) as saved:
-                return [saved[f"start{i}"] for i in range(len(starts))]
-        return None
+    def record(name):
+        return Path(keep) / f"{name}-{steps}-{learning_rate:g}.npz"
+
+    kept = {}
+    for name in names if keep else ():
+        if record(name).exists():
+            with np.load(record(name)) as saved:
+                kept[name] = [saved[f"start{i}"] for i in range(len(starts))]
 
     def done(i, name, runs):
-        if keep and kept(name) is None:
+        if keep and name not in kept:
             Path(keep).mkdir(parents=True, exist_ok=True)
             buffer = io.BytesIO()
             np.savez(buffer, **{f"start{j}": p for j, p in enumerate(runs)})
-            atomic_write_bytes(Path(keep) / f"{name}-{steps}-{learning_rate:g}.npz", buffer.getvalue())
+            atomic_write_bytes(record(name), buffer.getvalue())
         paths[name] = runs
         count = sum(reached(p[-1], front) for p in runs)
         log(f"[{i}/{len(names)}] {name}: {count}/{len(starts)} reached the front ({time.time() - begin:.0f} s in all)")
 
-    todo = [n for n in names if kept(n) is None]
     if jobs == 1:
         for i, name in enumerate(names):
-            done(i + 1, name, kept(name) or _runs(name, starts, steps, learning_rate))
+            done(i + 1, name, kept[name] if name in kept else _runs(name, starts, steps, learning_rate))
     else:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_worker_init) as pool:
             # The slowest first (their solvers iterate most near the front), so the pool ends together.
-            order = sorted(todo, key=lambda n: n not in ("fairgrad", "nash_mtl", "cagrad", "sdmgrad", "modo"))
+            order = sorted((n for n in names if n not in kept),
+                           key=lambda n: n not in ("fairgrad", "nash_mtl", "cagrad", "sdmgrad", "modo"))
             futures = {name: pool.submit(_runs, name, starts, steps, learning_rate) for name in order}
             for i, name in enumerate(names):
-                done(i + 1, name, kept(name) if name not in futures else futures[name].result())
+                done(i + 1, name, kept[name] if name in kept else futures[name].result())
     return {name: paths[name] for name in names}
 
 
