@@ -170,6 +170,7 @@ class _Recording(tuning.hypermodels.HardSharingHyperModel):
         return history
 
 
+@pytest.mark.slow  # keeping the default suite near 10 minutes; every family's search still runs by default
 def test_hyperband_hands_over_initial_epoch_and_the_parent_trials_weights(tmp_path):
     x, y = two_task_batch(64)
     hypermodel = _Recording(tasks={"mnist": 10, "fashion_mnist": 10}, input_shape=(28, 28, 1),

@@ -40,6 +40,7 @@ def _wait_for(condition, timeout=300, process=None):
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # a killed worker's search finishing (below) keeps killing in the default suite
 def test_a_search_killed_after_its_first_trial_continues_and_keeps_it(tmp_path, capsys):
     folder = tmp_path / "hard_sharing"
     first = subprocess.Popen(_command(tmp_path, trials=3), cwd=ROOT, stdout=subprocess.DEVNULL,
