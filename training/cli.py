@@ -214,12 +214,20 @@ def _reproduce(args):
     from training.reproduce.common import default_records
 
     module = reproduce.get(args.name)
+    extra = {}
+    if args.jobs != 1:
+        import inspect
+
+        if "jobs" not in inspect.signature(module.reproduce).parameters:
+            raise ValueError(f"`--jobs` is for reproductions whose runs train side by side (evolving_dae). "
+                             f"Received: --jobs {args.jobs} for {args.name!r}")
+        extra["jobs"] = args.jobs
     out = args.out or f"runs/reproduce/{args.name}-{args.profile}"
     records = None if args.no_records else args.records or default_records(args.name, args.profile)
     if records:
         print(f"finished runs are read from and recorded in {records}", flush=True)
     results = module.reproduce(args.profile, out, runs=args.runs, seed=args.seed,
-                               log=lambda m: print(m, flush=True), records=records)
+                               log=lambda m: print(m, flush=True), records=records, **extra)
     print(f"report: {Path(out) / 'report.md'}, results: {Path(out) / 'results.json'} "
           f"(wall time {results['wall_seconds']:.0f} s)")
     if args.publish:
@@ -325,6 +333,9 @@ def build_parser():
     reproduce.add_argument("--runs", type=_POSITIVE, default=None,
                            help="runs per setting (default: the profile's)")
     reproduce.add_argument("--seed", type=_SEED, default=0)
+    reproduce.add_argument("--jobs", type=_POSITIVE, default=1,
+                           help="evolving_dae: runs trained side by side, each in a process of one thread "
+                                "(default 1: one run at a time on every core)")
     reproduce.add_argument("--publish", metavar="DIR", default=None,
                            help="also copy the report, results and figures to DIR as "
                                 "NAME-PROFILE.md/.json/-*.png (docs/results for the committed copies)")

@@ -168,16 +168,6 @@ def _runs(name, starts, steps, learning_rate):
     return [run(name, start, steps, learning_rate) for start in starts]
 
 
-def _worker_init():
-    """A worker process: one thread, since the other workers run beside it (set before
-    TensorFlow's runtime starts)."""
-    import mtl_tf  # noqa: F401 - a quiet TensorFlow start-up
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
 def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE, jobs=1, log=print, keep=None):
     """{strategy: [trajectory per start]} for `names` (default: every strategy), the
     strategies spread over `jobs` processes of one thread each (a toy step is too small to
@@ -187,6 +177,8 @@ def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE,
     import multiprocessing
     import time
     from concurrent.futures import ProcessPoolExecutor
+
+    from training.reproduce.common import one_thread_worker
 
     names = list(names or strategies())
     front = pareto_set()
@@ -216,7 +208,7 @@ def run_all(names=None, starts=STARTS, steps=STEPS, learning_rate=LEARNING_RATE,
             done(i + 1, name, kept[name] if name in kept else _runs(name, starts, steps, learning_rate))
     else:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init) as pool:
+                                 initializer=one_thread_worker) as pool:
             # The slowest first (their solvers iterate most near the front), so the pool ends together.
             order = sorted((n for n in names if n not in kept),
                            key=lambda n: n not in ("fairgrad", "nash_mtl", "cagrad", "sdmgrad", "modo"))

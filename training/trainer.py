@@ -304,18 +304,25 @@ class Trainer:
         return shared_gradients(tape, z, parts.shared_variables, rep)
 
     # === The loop ============================================================================
-    def _dataset(self, x, y, batch_size, start_epoch):
+    def _dataset(self, x, y, batch_size, start_epoch, steps_per_epoch=None):
+        """(an endless dataset of batches, steps per epoch). With `steps_per_epoch`, an
+        epoch is that many batches of the stream, which runs on across epochs (Keras's
+        `fit` does the same), and a resumed run starts where epoch `start_epoch` starts."""
         if isinstance(x, tf.data.Dataset):
             steps = int(x.cardinality())
-            if steps < 0:
+            if steps < 0 and steps_per_epoch is None:
                 raise ValueError("A tf.data.Dataset given to `fit` must have a known, finite "
-                                 f"number of batches. Received cardinality {steps}.")
-            return self._keyed(x).repeat(), steps
+                                 f"number of batches, or `steps_per_epoch`. Received cardinality {steps}.")
+            return self._keyed(x).repeat(), steps_per_epoch or steps
         if y is None:
             raise ValueError("`y` is required when `x` is an array.")
         y = self._labels(y, len(x))
         check_arrays(x, y, self.tasks, self.model.input_shape)
-        return epoch_dataset(x, y, batch_size, self.seed, start_epoch, shuffle=self.shuffle)
+        if steps_per_epoch is None:
+            return epoch_dataset(x, y, batch_size, self.seed, start_epoch, shuffle=self.shuffle)
+        passes, offset = divmod(start_epoch * steps_per_epoch, -(-len(x) // batch_size))
+        dataset, _ = epoch_dataset(x, y, batch_size, self.seed, passes, shuffle=self.shuffle)
+        return dataset.skip(offset), steps_per_epoch
 
     # === Checkpoints ===========================================================================
     def _spec(self):
@@ -390,7 +397,7 @@ class Trainer:
 
     # === The loop ============================================================================
     def fit(self, x, y=None, epochs=1, batch_size=128, validation_data=None, callbacks=None,
-            verbose="auto", initial_epoch=None):
+            verbose="auto", initial_epoch=None, steps_per_epoch=None):
         """Trains and returns a Keras `History` of the epochs trained by this call.
 
         Which epochs (0-based, as Keras numbers them):
@@ -418,9 +425,15 @@ class Trainer:
             verbose: 0 (silent), 1 (a progress bar), 2 (one line per epoch) or `"auto"`:
                 1 on a terminal, 2 when the output is piped to a file. Defaults to `"auto"`.
             initial_epoch: int or None. See above. Defaults to `None`.
+            steps_per_epoch: int or None. Batches per epoch; the batches run on across
+                epochs, so with arrays an epoch of fewer steps than the data is the next
+                part of the shuffled passes. Defaults to `None`: one pass over the arrays,
+                or the dataset's batches.
         """
         _check_positive_int("epochs", epochs)
         _check_positive_int("batch_size", batch_size)
+        if steps_per_epoch is not None:
+            _check_positive_int("steps_per_epoch", steps_per_epoch)
         if initial_epoch is not None and (not _is_int(initial_epoch) or not 0 <= initial_epoch < epochs):
             raise ValueError(f"`initial_epoch` must be an integer in [0, epochs={epochs}). "
                              f"Received: initial_epoch={initial_epoch!r}")
@@ -445,7 +458,7 @@ class Trainer:
             start = int(self.epoch.numpy())
             end = start + epochs
         self.weighting.check_run_length(end)
-        dataset, steps = self._dataset(x, y, batch_size, start)
+        dataset, steps = self._dataset(x, y, batch_size, start, steps_per_epoch)
         iterator = iter(self.distribution.experimental_distribute_dataset(dataset))
         if self.run_dir and self._is_chief():
             self.run_dir.mkdir(parents=True, exist_ok=True)

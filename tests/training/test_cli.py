@@ -148,6 +148,7 @@ def test_folders_that_are_files_or_hold_other_files_are_refused(tmp_path, monkey
         (["reproduce", "siamese", "--out", "documents", "--no-records"],
          "`--out` 'documents' holds other files (no manifest.json of a reproduction)"),
         (["tune", "hard_sharing", "--directory", "notes.txt"], "`--directory` names a file"),
+        (["reproduce", "siamese", "--jobs", "2"], "`--jobs` is for reproductions whose runs train side by side"),
         (["data", "demo", "--out", "notes.txt"], "`--out` names a file"),
     ]:
         code, err, _ = _main(args, tmp_path, monkeypatch, capsys)

@@ -300,11 +300,13 @@ def test_coarse_fine_on_cifar100_files_fills_the_papers_column(monkeypatch, tmp_
 
 def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypatch, tmp_path):
     from training.reproduce import evolving_dae as ed
+    from training.reproduce.common import run_path
 
     monkeypatch.setitem(ed.PROFILES, "quick", {"epochs": 6, "runs": 1, "labelled": (100,), "unlabelled": (0, 1000),
-                                               "architectures": ("nn1",), "eval_every": 2})
+                                               "architectures": ("nn1",), "eval_every": 2, "full_length": (8, 4)})
     monkeypatch.setattr(ed, "CORRUPTIONS", (0.1,))  # the choice itself: one level, one run
     setting = ed.Setting("nn1", 100, 1000, "exp_40")
+    monkeypatch.setattr(ed, "CHOICE", setting)
     straight = ed.train_run(setting, 0, 6, 0.1, 2)
     assert [point[0] for point in straight["curve"]] == [2, 4, 6]
 
@@ -327,20 +329,86 @@ def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypa
     results = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
     assert json.loads((tmp_path / "out" / "results.json").read_text()) == results
     assert results["corruption"]["chosen"] == 0.1
+    runs = {name: json.loads(run_path(tmp_path / "out", name, 0).read_text()) for name in only}
+    # The baseline ran the profile's full length; the chosen level's trial is the cell's first run.
+    assert runs["nn1 l=100 baseline"]["epochs"] == 8 and [p[0] for p in runs["nn1 l=100 baseline"]["curve"]] == [4, 8]
+    trial = json.loads(run_path(tmp_path / "out", "corruption 0.1", 0).read_text())
+    assert runs["nn1 l=100 u=1000 exp_40"]["curve"] == trial["curve"] and runs["nn1 l=100 u=1000 exp_40"]["epochs"] == 6
     report = (tmp_path / "out" / "report.md").read_text()
+    first = report.splitlines()[2]
+    assert first.startswith(f"**Status: 3 of {len(ed.settings('quick'))} runs finished.**") and "h of training left" in first
+    control = runs["nn1 l=100 u=1000 no_reconstruction"]["test_error"]
+    assert f"{runs['nn1 l=100 u=1000 exp_40']['test_error'] - control:+.2f} +- 0.00" in report  # against the control
     assert "31.0" in report  # the paper's NN1 l = 100 baseline beside ours
     assert (tmp_path / "out" / "schedules.png").read_bytes()[:4] == b"\x89PNG"
     again = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
     assert again["rows"] == results["rows"]
 
     # The corruption choice cut off after its trials: each finished level is kept, none reruns.
-    from training.reproduce.common import Workdir, run_path
+    from training.reproduce.common import Workdir
 
     run_path(tmp_path / "out", "corruption choice", 0).unlink()
     monkeypatch.setattr(ed, "train_run", lambda *a, **k: pytest.fail("a finished level was trained again"))
     workdir = Workdir(tmp_path / "out", json.loads((tmp_path / "out" / "manifest.json").read_text())["protocol"])
     choice = ed.choose_corruption(workdir, 6, 2, 0, lambda *_: None)
     assert choice["chosen"] == 0.1 and choice["validation_error"] == results["corruption"]["validation_error"]
+
+
+def _where_it_ran(name, run):  # top level: the pool's workers import it
+    import os
+
+    import tensorflow as tf
+
+    return {"setting": name, "seconds": 0.0, "pid": os.getpid(),
+            "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                        tf.config.threading.get_inter_op_parallelism_threads()]}
+
+
+def test_runs_train_side_by_side_in_one_thread_processes_and_each_is_saved(tmp_path):
+    import os
+
+    from training.reproduce.common import Workdir, run_settings
+
+    workdir = Workdir(tmp_path / "out", {"name": "side_by_side"})
+    workdir.save_run("b", 0, {"setting": "b", "seconds": 1.0, "pid": -1})  # finished: not run again
+    found = run_settings(workdir, ["a", "b"], 2, ["a", "b"], _where_it_ran, lambda r: "ran", lambda *_: None,
+                         order=[("b", 0), ("a", 0), ("a", 1), ("b", 1)], jobs=2)
+    assert [r["pid"] for r in found["b"]][0] == -1 and len(found["a"]) == len(found["b"]) == 2
+    ran = found["a"] + found["b"][1:]
+    assert all(r["pid"] != os.getpid() and r["threads"] == [1, 1] for r in ran)
+    again = run_settings(workdir, ["a", "b"], 2, ["a", "b"], lambda *a: pytest.fail("trained again"),
+                         lambda r: "", lambda *_: None, jobs=2)
+    assert again == found
+
+
+def test_evolving_dae_full_profile_runs_the_decisive_cells_first_then_the_cheapest_first_runs():
+    from training.reproduce import evolving_dae as ed
+
+    pairs = ed.order("full", 3)
+    names = [(s.name, r) for s, r in pairs]
+    decisive = [(f"nn1 l=100 {c}", r) for c in ("baseline", "u=10000 exp_40", "u=10000 lin",
+                                               "u=10000 no_reconstruction", "u=40000 exp_40", "u=40000 lin",
+                                               "u=40000 no_reconstruction") for r in range(3)]
+    assert names[:21] == decisive
+    assert sorted(names) == sorted({(s.name, r) for s in ed.settings("full") for r in range(3)})
+    rest = pairs[21:]
+    first = [s for s, r in rest if r == 0]
+    assert [r for _, r in rest] == sorted(r for _, r in rest)  # every first run before any second
+    costs = [ed.steps(s, 5000) for s in first]
+    assert costs == sorted(costs) and len(first) == len(ed.settings("full")) - 7
+
+
+def test_evolving_dae_time_model_recovers_an_epoch_and_a_step_cost():
+    from training.reproduce import evolving_dae as ed
+
+    def record(setting, epochs):  # 20 ms an epoch, 5 ms a step
+        return {"setting": setting.name, "epochs": epochs, "seconds": 0.02 * epochs + 0.005 * ed.steps(setting, epochs)}
+
+    cells = [ed.Setting("nn1", 100), ed.Setting("nn1", 100, 0, "lin"), ed.Setting("nn1", 100, 10000, "exp_40")]
+    cost = ed.run_seconds({c.name: [record(c, e)] for c, e in zip(cells, (5000, 5000, 150))})
+    big = ed.Setting("nn1", 100, 40000, "lin")
+    np.testing.assert_allclose(cost(big, 5000), 0.02 * 5000 + 0.005 * ed.steps(big, 5000), rtol=1e-6)
+    assert ed.run_seconds({}) is None
 
 
 def test_committed_run_records_are_not_ignored_by_git():

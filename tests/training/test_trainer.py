@@ -317,6 +317,34 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+def test_epochs_of_fewer_steps_than_the_data_run_on_through_the_passes_and_resume_there(tmp_path):
+    x, y = two_task_batch(40)
+    assert len(x) == 80  # 10 batches of 8 a pass; epochs of 3 batches straddle the passes
+
+    def trainer(run_dir=None):
+        keras.utils.set_random_seed(0)
+        return Trainer(_model(), run_dir=run_dir, learning_rate=1e-3, seed=5)
+
+    whole = trainer()
+    whole.fit(x, y, epochs=3, batch_size=8, verbose=0)  # 30 batches
+    parts = trainer()
+    history = parts.fit(x, y, epochs=10, batch_size=8, verbose=0, steps_per_epoch=3)
+    assert len(history.history["loss"]) == 10
+    for a, b in zip(parts.model.weights, whole.model.weights):  # the same 30 batches in order
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+    first = trainer(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):  # stopped in epoch 5, after epoch 4's checkpoint (batch 12 next)
+        first.fit(x, y, epochs=10, batch_size=8, verbose=0, steps_per_epoch=3, callbacks=[_Interrupt(5)])
+    resumed = trainer(tmp_path / "run")
+    assert resumed.restore() == 4
+    resumed.fit(x, y, epochs=10, batch_size=8, verbose=0, steps_per_epoch=3)
+    for a, b in zip(resumed.model.weights, whole.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"steps_per_epoch=0"):
+        parts.fit(x, y, steps_per_epoch=0, verbose=0)
+
+
 def test_checkpoint_every_n_epochs_resumes_from_the_last_written_one(tmp_path):
     x, y = two_task_batch(64)
 

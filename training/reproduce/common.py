@@ -163,25 +163,53 @@ class Workdir:
         return sum(s["seconds"] for s in self.manifest["sittings"])
 
 
-def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=False):
+def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=False, order=None, jobs=1):
     """The loop every reproduction runs: for each setting of `names` and each run, the
     record a sitting left, or, for the settings in `chosen`, `train(name, run)`, saved as
     soon as it ends; `describe(record)` is its log line. `by_run` goes run by run across
-    the settings, so an interrupted table has every setting's first runs. Returns
-    {name: [records]} in run order."""
+    the settings, so an interrupted table has every setting's first runs; `order`, a list
+    of (name, run) pairs, names another order. With `jobs` > 1 the runs train in that
+    order in `jobs` processes of one thread each (`train` must then pickle: a top-level
+    function or a `functools.partial` of one). Returns {name: [records]} in run order."""
+    if order is None:
+        order = [(n, r) for r in range(runs) for n in names] if by_run else [(n, r) for n in names for r in range(runs)]
+    pending = [(n, r) for n, r in order if n in chosen and workdir.finished(n, r) is None]
+
+    def save(i, name, run, record):
+        workdir.save_run(name, run, record)
+        log(f"    [{i}/{len(pending)}] {name}, run {run + 1}/{runs}: {describe(record)} ({record['seconds']:.0f} s)")
+
+    if jobs > 1 and len(pending) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        log(f"{len(pending)} runs in {jobs} processes of one thread each")
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=one_thread_worker) as pool:
+            futures = {pool.submit(train, n, r): (n, r) for n, r in pending}  # started in this order
+            for i, future in enumerate(as_completed(futures), start=1):
+                save(i, *futures[future], future.result())
+    else:
+        for i, (name, run) in enumerate(pending, start=1):
+            log(f"[{i}/{len(pending)}] {name}, run {run + 1}/{runs}")
+            save(i, name, run, train(name, run))
     found = {name: [] for name in names}
-    order = [(n, r) for r in range(runs) for n in names] if by_run else [(n, r) for n in names for r in range(runs)]
     for name, run in order:
         record = workdir.finished(name, run)
-        if record is None and name in chosen:
-            log(f"[{chosen.index(name) + 1}/{len(chosen)}] {name}, run {run + 1}/{runs}")
-            record = train(name, run)
-            workdir.save_run(name, run, record)
-            log(f"    {describe(record)} ({record['seconds']:.0f} s)")
         if record is not None:
             found[name].append(record)
     workdir.touch()
     return found
+
+
+def one_thread_worker():
+    """A worker process of a pool: one thread, since the other workers run beside it (set
+    before TensorFlow's runtime starts)."""
+    import mtl_tf  # noqa: F401 - a quiet TensorFlow start-up
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def default_records(name, profile):

@@ -16,8 +16,10 @@ validation data (NN1, l = 100, u = 10^4, exp_40, the first seed) among `CORRUPTI
 """
 
 import dataclasses
+import functools
 import json
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -26,7 +28,7 @@ import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, format_seconds, mean_std, versions, write_json,
+    Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, versions, write_json,
 )
 from training.trainer import Trainer
 from zoo import evolving_dae
@@ -34,12 +36,14 @@ from zoo import evolving_dae
 PAPER = "001_9bc79a8a3513fb16.txt"
 NAME = "evolving_dae"
 REST = "rest"  # u = 5 * 10^4 - l
+FULL_LENGTH = (5000, 50)  # the paper's epochs, and an evaluation every 50
 PROFILES = {
-    "full": {"epochs": 5000, "runs": 1, "labelled": (100, 1000, 10000),
+    "full": {"epochs": 5000, "runs": 3, "labelled": (100, 1000, 10000),
              "unlabelled": (0, 1000, 2000, 5000, 10000, 20000, 40000, REST),
              "architectures": ("nn1", "nn2", "nn3", "nn4"), "eval_every": 50},
+    # The baseline and the u = 0 cells make one or two steps per epoch: cheap at full length.
     "quick": {"epochs": 150, "runs": 3, "labelled": (100,), "unlabelled": (0, 1000, 10000, 40000),
-              "architectures": ("nn1",), "eval_every": 10},
+              "architectures": ("nn1",), "eval_every": 10, "full_length": FULL_LENGTH},
 }
 SCHEDULES = ("stairs_100", "lin_100", "lin", "exp_40")
 # Beyond the paper: a learned weighting, and a control with the same batches but no
@@ -83,6 +87,14 @@ _B = {  # Table 1 (b), exp_40: (l, architecture) -> differences over _U
 }
 
 
+def run_length(config, setting):
+    """(epochs, evaluate every) of `setting`'s runs under the profile `config`: the
+    profile's, or full length for the baseline and the u = 0 cells where it says so."""
+    if config.get("full_length") and (setting.schedule == "baseline" or setting.unlabelled == 0):
+        return config["full_length"]
+    return config["epochs"], config["eval_every"]
+
+
 def paper_difference(architecture, labelled, unlabelled, schedule):
     if architecture == "nn1" and schedule in SCHEDULES:
         return _A[labelled][schedule][_U.index(unlabelled)]
@@ -115,6 +127,28 @@ def settings(profile):
             for schedule in (*schedules, *LEARNED):
                 result += [Setting(architecture, labelled, u, schedule) for u in config["unlabelled"]]
     return result
+
+
+# The cells that say whether the reconstructions or the batching lower the error (the
+# `no_reconstruction` control beside two schedules), at l = 100 where the paper's gains are
+# largest: the full profile runs them first, every run, u = 10^4 before 4 x 10^4.
+DECISIVE = (Setting("nn1", 100),) + tuple(Setting("nn1", 100, u, s) for u in (10000, 40000)
+                                          for s in ("exp_40", "lin", "no_reconstruction"))
+# The corruption level is chosen on this cell's first run (see `choose_corruption`).
+CHOICE = Setting("nn1", 100, 10000, "exp_40")
+
+
+def order(profile, runs):
+    """The (setting, run) pairs in the order a profile trains them. Full: the decisive
+    cells' runs, then the first run of every other cell from the cheapest (fewest steps, so
+    the most cells per hour), then the second runs, then the third. Quick: setting by
+    setting."""
+    everything = settings(profile)
+    if profile != "full":
+        return [(s, r) for s in everything for r in range(runs)]
+    epochs = PROFILES[profile]["epochs"]
+    rest = sorted((s for s in everything if s not in DECISIVE), key=lambda s: steps(s, epochs))
+    return [(s, r) for s in DECISIVE for r in range(runs)] + [(s, r) for r in range(runs) for s in rest]
 
 
 def draw(labelled, unlabelled, seed):
@@ -223,63 +257,68 @@ def train_run(setting, seed, epochs, corruption, eval_every, log=None, run_dir=N
             "curve": [[int(e), round(float(v), 3), round(float(t), 3)] for e, v, t in curve]}
 
 
-def choose_corruption(workdir, epochs, eval_every, seed, log):
-    """The corruption level with the lowest validation error on NN1, l = 100, u = 10^4,
-    exp_40, the first seed; recorded in the workdir like a run. Each level's trial is a
-    run of its own (checkpointed, resumed, its validation error recorded once finished), so
-    a choice cut off part-way goes on where it stopped."""
+def _trial(name, run, *, epochs, every, seed, out):
+    """The trial of the corruption level `name` ("corruption LEVEL"): a run of `CHOICE`."""
+    level = float(name.split()[1])
+    record = train_run(CHOICE, seed, epochs, level, every, run_dir=Path(out) / "corruption" / str(level))
+    return {**record, "setting": name, "validation_error": min(v for _, v, _ in record["curve"])}
+
+
+def choose_corruption(workdir, epochs, eval_every, seed, log, jobs=1):
+    """The corruption level with the lowest validation error on `CHOICE` (NN1, l = 100,
+    u = 10^4, exp_40), the first seed; recorded in the workdir like a run. Each level's
+    trial is a run of its own (checkpointed, resumed, recorded whole once finished), so a
+    choice cut off part-way goes on where it stopped, and the chosen level's trial is the
+    first run of `CHOICE` (same setting, seed and length), not trained twice."""
     found = workdir.finished("corruption choice", 0)
     if found is None:
-        trials = {}
-        for level in CORRUPTIONS:
-            name = f"corruption {level}"
-            trial = workdir.finished(name, 0)
-            if trial is None:
-                log(f"[corruption] trying {level}")
-                record = train_run(Setting("nn1", 100, 10000, "exp_40"), seed, epochs, level, eval_every,
-                                   run_dir=workdir.out / "corruption" / str(level))
-                trial = {"setting": name, "validation_error": min(v for _, v, _ in record["curve"]),
-                         "seconds": record["seconds"]}
-                workdir.save_run(name, 0, trial)
-            trials[str(level)] = trial["validation_error"]
-        found = {"setting": "corruption choice", "validation_error": trials,
-                 "chosen": float(min(trials, key=trials.get))}
+        names = [f"corruption {level}" for level in CORRUPTIONS]
+        trials = run_settings(workdir, names, 1, names, functools.partial(
+            _trial, epochs=epochs, every=eval_every, seed=seed, out=str(workdir.out)),
+            lambda r: f"validation error {r['validation_error']:.2f}%", log, jobs=jobs)
+        errors = {name.split()[1]: records[0]["validation_error"] for name, records in trials.items()}
+        found = {"setting": "corruption choice", "validation_error": errors,
+                 "chosen": float(min(errors, key=errors.get))}
         workdir.save_run("corruption choice", 0, found)
     log(f"[corruption] {found['chosen']} (validation error % by level: {found['validation_error']})")
     return found
 
 
-def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None):
-    """Runs every setting (skipping runs already in `out` or `records`), then writes
-    `results.json`, `report.md` and `schedules.png` into `out`. Returns the results dict."""
+def _cell(name, run, *, cells, config, seed, corruption, out, reuse=None):
+    """Run `run` of the cell `name`; `reuse` is the chosen corruption level's trial, which
+    is the first run of `CHOICE`."""
+    setting = cells[name]
+    if reuse is not None and setting == reuse[0] and run == 0:
+        return {k: v for k, v in reuse[1].items() if k != "validation_error"} | {"setting": name}
+    epochs, every = run_length(config, setting)
+    return train_run(setting, seed * 1000 + run, epochs, corruption, every,
+                     run_dir=Path(out) / "train" / f"{name.replace(' ', '_')}-{run:02d}")
+
+
+def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None, jobs=1):
+    """Runs every setting (skipping runs already in `out` or `records`), in `jobs`
+    processes, then writes `results.json`, `report.md` and `schedules.png` into `out`.
+    Returns the results dict."""
     config, runs = check_profile(PROFILES, profile, runs)
-    epochs, every = config["epochs"], config["eval_every"]
-    workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": epochs,
-                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE}, records)
-    chosen = settings(profile)
-    check_only(only, [s.name for s in chosen])
-    chosen = [s for s in chosen if only is None or s.name in only]
-    log(f"paper 001, profile {profile}: {len(chosen)} settings x {runs} runs x {epochs} epochs into {workdir.out}")
-    corruption = choose_corruption(workdir, epochs, every, seed * 1000, log)
-    found = {}
-    for setting in settings(profile):
-        found[setting.name] = []
-        for run in range(runs):
-            record = workdir.finished(setting.name, run)
-            if record is None and setting in chosen:
-                log(f"[{chosen.index(setting) + 1}/{len(chosen)}] {setting.name}, run {run + 1}/{runs}")
-                record = train_run(setting, seed * 1000 + run, epochs, corruption["chosen"], every,
-                                   run_dir=workdir.out / "train" / f"{setting.name.replace(' ', '_')}-{run:02d}")
-                workdir.save_run(setting.name, run, record)
-                log(f"    test error {record['test_error']:.2f}% at the last epoch, "
-                    f"{record['test_error_chosen']:.2f}% at epoch {record['chosen_epoch']} chosen on "
-                    f"validation ({record['seconds']:.0f} s)")
-            if record is not None:
-                found[setting.name].append(record)
-    workdir.touch()
-    results = summarise(found, profile, runs, seed, epochs, corruption, workdir.wall_seconds)
+    workdir = Workdir(out, {"name": NAME, "profile": profile, "seed": seed, "epochs": config["epochs"],
+                            "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE,
+                            **({"full_length": list(config["full_length"])} if config.get("full_length") else {})},
+                      records)
+    cells = {s.name: s for s in settings(profile)}
+    check_only(only, list(cells))
+    chosen = [n for n in cells if only is None or n in only]
+    log(f"paper 001, profile {profile}: {len(chosen)} settings x {runs} runs into {workdir.out}")
+    corruption = choose_corruption(workdir, *run_length(config, CHOICE), seed * 1000, log, jobs)
+    trial = workdir.finished(f"corruption {corruption['chosen']}", 0)
+    train = functools.partial(_cell, cells=cells, config=config, seed=seed, corruption=corruption["chosen"],
+                              out=str(workdir.out), reuse=(CHOICE, trial) if trial and "curve" in trial else None)
+    found = run_settings(workdir, list(cells), runs, chosen, train, lambda r: (
+        f"test error {r['test_error']:.2f}% at the last epoch, {r['test_error_chosen']:.2f}% at epoch "
+        f"{r['chosen_epoch']} chosen on validation"), log,
+        order=[(s.name, r) for s, r in order(profile, runs)], jobs=jobs)
+    results = summarise(found, profile, runs, seed, config, corruption, workdir.wall_seconds)
     write_json(workdir.out / "results.json", results)
-    plot_schedules(epochs, workdir.out / "schedules.png")
+    plot_schedules(config["epochs"], workdir.out / "schedules.png")
     report = render_report(results, found, profile)
     atomic_write_bytes(workdir.out / "report.md", report.encode())
     log(report)
@@ -292,7 +331,7 @@ def _differences(found, setting, baseline, key):
     return [r[key] - base[r["run_seed"]] for r in found.get(setting.name, []) if r["run_seed"] in base]
 
 
-def summarise(found, profile, runs, seed, epochs, corruption, wall_seconds):
+def summarise(found, profile, runs, seed, config, corruption, wall_seconds):
     rows = []
     for setting in settings(profile):
         done = found.get(setting.name, [])
@@ -309,32 +348,52 @@ def summarise(found, profile, runs, seed, epochs, corruption, wall_seconds):
             mean, std = mean_std(values) if values else (None, None)
             rows.append({"setting": setting.name, "task": "classes", "metric": metric, "ours": mean,
                          "ours_std": std, "runs": len(values), "paper": paper})
+    cost = run_seconds(found)
+    todo = [(s, r) for s, r in order(profile, runs) if len(found.get(s.name, [])) <= r]
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(), "versions": versions(),
-            "wall_seconds": round(wall_seconds, 1), "seed": seed, "epochs": epochs, "runs_per_setting": runs,
+            "wall_seconds": round(wall_seconds, 1), "seed": seed, "epochs": config["epochs"],
+            "full_length_epochs": (config.get("full_length") or (None,))[0], "runs_per_setting": runs,
             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "corruption": corruption,
             "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
-            "full_profile_hours": full_profile_hours(found), "rows": rows}
+            "status": {"runs_finished": len(order(profile, runs)) - len(todo), "runs": len(order(profile, runs)),
+                       "next": [f"{s.name}, run {r + 1}" for s, r in todo[:3]],
+                       "hours_left": None if cost is None else round(sum(
+                           cost(s, run_length(config, s)[0]) for s, _ in todo) / 3600, 1)},
+            "full_profile_hours": None if cost is None else round(sum(
+                cost(s, PROFILES["full"]["epochs"]) for s, _ in order("full", PROFILES["full"]["runs"])) / 3600, 1),
+            "rows": rows}
+
+
+def images(setting):
+    """The images of an epoch: the labelled ones, and the unlabelled ones but for the baseline."""
+    if setting.schedule == "baseline":
+        return setting.labelled
+    return 50000 if setting.unlabelled == REST else setting.labelled + setting.unlabelled
 
 
 def steps(setting, epochs):
-    """Training steps of a run: per epoch, one per batch of the labelled and unlabelled
-    images, and with a schedule (alternating update) one per group of tasks."""
-    unlabelled = 0 if setting.schedule == "baseline" else (
-        50000 - setting.labelled if setting.unlabelled == REST else setting.unlabelled)
-    batches = -(-(setting.labelled + unlabelled) // BATCH_SIZE)
+    """Training steps of a run: per epoch, one per batch of the epoch's images, and with a
+    schedule (alternating update) one per group of tasks."""
+    batches = -(-images(setting) // BATCH_SIZE)
     return epochs * batches * (1 if setting.schedule == "baseline" else 2)
 
 
-def full_profile_hours(found):
-    """The full profile's training time at the speed these runs measured (steps per
-    second over all of them; NN2-4 are taken at NN1's speed, so it is a lower bound)."""
-    done = [(r, s) for s in settings("full") + settings("quick") for r in found.get(s.name, [])]
-    seconds = sum(r["seconds"] for r, _ in done)
-    if not seconds:
+def run_seconds(found):
+    """A run's training seconds as these records measured them: seconds = a x epochs +
+    b x steps, fitted over the finished runs (an epoch's fixed cost, its evaluations
+    included, and a step's), or steps at their mean rate while the runs cannot tell the
+    two apart. NN2-4 are counted at NN1's speed, so their hours are a lower bound.
+    Returns `cost(setting, epochs)`, or None before any run."""
+    by_name = {s.name: s for s in settings("full") + settings("quick")}
+    done = [(r["epochs"], steps(by_name[r["setting"]], r["epochs"]), r["seconds"])
+            for rs in found.values() for r in rs if r["setting"] in by_name]
+    if not done:
         return None
-    rate = sum(steps(s, r["epochs"]) for r, s in done) / seconds
-    work = sum(steps(s, PROFILES["full"]["epochs"]) for s in settings("full")) * PROFILES["full"]["runs"]
-    return round(work / rate / 3600, 1)
+    epochs, counts, seconds = (np.array(column, dtype=float) for column in zip(*done))
+    (a, b), *_ = np.linalg.lstsq(np.stack([epochs, counts], axis=1), seconds, rcond=None)
+    if a < 0 or b <= 0 or len({round(c / e, 6) for c, e in zip(counts, epochs)}) < 2:
+        a, b = 0.0, seconds.sum() / counts.sum()
+    return lambda setting, n: a * n + b * steps(setting, n)
 
 
 def _row(results, setting, metric):
@@ -350,8 +409,15 @@ def _fmt(row, signed=True):
 
 def render_report(results, found, profile):
     config = PROFILES[profile]
+    status = results["status"]
     lines = [
         "# Paper 001 reproduced: deep multi-task learning with evolving weights (DAE stacks)",
+        "",
+        f"**Status: {status['runs_finished']} of {status['runs']} runs finished"
+        + ("; complete.**" if not status["next"] else
+           f".** Next in order (the one training now, if a command is running): {'; '.join(status['next'])}. "
+           + (f"About {status['hours_left']:,.1f} h of training left at these runs' speed." if status["hours_left"]
+              is not None else "")),
         "",
         "Data: real MNIST, as the paper (l labelled and u unlabelled images from `train50k`, "
         "validation `val10k`, test `test`).",
@@ -359,7 +425,10 @@ def render_report(results, found, profile):
         f"- Profile: **{profile}**. " + ("The paper's protocol: 5000 epochs." if profile == "full" else
                                           f"The paper's protocol shrunk: {results['epochs']} epochs instead "
                                           f"of 5000 (t1 = 100 and sigma = 40 kept in epochs), l = 100 and u in "
-                                          f"{{{', '.join(map(str, config['unlabelled']))}}} only, NN1 only."),
+                                          f"{{{', '.join(map(str, config['unlabelled']))}}} only, NN1 only. The "
+                                          f"baseline and the u = 0 cells, one batch per epoch, run the paper's "
+                                          f"{results['full_length_epochs']} epochs, so every u > 0 cell is compared "
+                                          f"with the baseline at full length."),
         f"- SGD, learning rate {results['learning_rate']} lowered linearly to a tenth over the last tenth of "
         f"the epochs, batch {results['batch_size']}, Algorithm 1 (a reconstruction step on the whole batch, "
         "then a supervised step on its labelled part); tanh units, Glorot-uniform weights, sigmoid "
@@ -368,6 +437,8 @@ def render_report(results, found, profile):
         f"- Corruption (binomial masking), chosen on validation data among {list(CORRUPTIONS)}: "
         f"**{results['corruption']['chosen']}** (validation error % by level: "
         f"{results['corruption']['validation_error']}).",
+        f"- The corruption level's trial at {results['corruption']['chosen']} is also the first run of "
+        f"{CHOICE.name} (the same setting, seed and length).",
         "- Not as the paper: stairs_100's DAEs are trained at the same learning rate as everything else "
         "(the paper tuned it on validation data).",
         "- Beyond the paper (`paper` null): `uncertainty` weighting (Kendall et al. 2018) in place of a "
@@ -384,9 +455,6 @@ def render_report(results, found, profile):
            "(NN2-4 counted at NN1's speed)." if results.get("full_profile_hours") else ""),
         "",
     ]
-    missing = [s.name for s in settings(profile) if len(found.get(s.name, [])) < results["runs_per_setting"]]
-    if missing:
-        lines += [f"**Partial: {len(missing)} settings with missing runs.**", ""]
     for key, title in (("test_error", "test error at the last epoch (the paper's reading)"),
                        ("test_error_chosen", "test error at the epoch chosen on validation")):
         lines += [f"## Table 1 (a), NN1: {title}", "",
@@ -422,8 +490,51 @@ def render_report(results, found, profile):
                         cells.append(_fmt(row) + ("" if row["paper"] is None else f" / {row['paper']:+.2f}"))
                     lines.append(f"| {u if u != REST else '5e4 - l'} | " + " | ".join(cells) + " |")
                 lines.append("")
+    lines += _against_control(found, config) + _times(found, profile)
     lines += ["## The schedules (Figure 1)", "", "![lambda_s and lambda_r per epoch](schedules.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def _against_control(found, config):
+    """Each schedule's test error minus the `no_reconstruction` control's, paired by seed:
+    the same batches with and without the reconstructions."""
+    lines = ["## Do the reconstructions help? Each schedule against the no_reconstruction control", "",
+             "Test error at the last epoch minus the control's (the same alternating batches, lambda_r = 0), "
+             "in points, paired by seed: mean +- std, then each seed's difference. Negative: the "
+             "reconstructions lower the error beyond what the batching does.", "",
+             "| l | u | " + " | ".join((*SCHEDULES, "uncertainty")) + " |", "|---" * (len(SCHEDULES) + 3) + "|"]
+    for labelled in config["labelled"]:
+        for u in config["unlabelled"]:
+            if u == 0:
+                continue
+            control = Setting("nn1", labelled, u, "no_reconstruction")
+            cells = []
+            for schedule in (*SCHEDULES, "uncertainty"):
+                values = _differences(found, Setting("nn1", labelled, u, schedule), control, "test_error")
+                if not values:
+                    cells.append("-")
+                    continue
+                mean, std = mean_std(values)
+                sign = ("lower in every seed" if max(values) < 0 else "higher in every seed" if min(values) > 0
+                        else "mixed")
+                cells.append(f"{mean:+.2f} +- {std:.2f} ({', '.join(f'{v:+.2f}' for v in values)}; {sign})")
+            lines.append(f"| {labelled} | {u if u != REST else '5e4 - l'} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _times(found, profile):
+    """How long each cell's runs trained, and at what speed."""
+    lines = ["## Training time per run", "", "| setting | epochs | runs | minutes per run | images/s |",
+             "|---|---|---|---|---|"]
+    for setting in settings(profile):
+        records = found.get(setting.name, [])
+        if not records:
+            continue
+        seconds = float(np.mean([r["seconds"] for r in records]))
+        lines.append(f"| {setting.name} | {records[0]['epochs']:,} | {len(records)} | {seconds / 60:.1f} | "
+                     f"{images(setting) * records[0]['epochs'] / seconds:,.0f} |")
+    return lines + ["", "Images per second count each epoch's l + u images once (the reconstruction and the "
+                    "supervised step both pass over them) and include the evaluations.", ""]
 
 
 def plot_schedules(epochs, path):
