@@ -214,14 +214,16 @@ def test_selective_sharing_reports_each_run_and_resumes(monkeypatch, tmp_path):
 
     full_load = ss.load
     monkeypatch.setattr(ss, "load", lambda data, n=None: [(x[:400], y[:400]) for x, y in full_load(data, n)])
-    monkeypatch.setitem(ss.PROFILES, "quick", {"runs": 1, "epochs": 2, "train": 400})
+    monkeypatch.setitem(ss.PROFILES, "quick", {"runs": 1, "epochs": 3, "train": 400, "steps_per_epoch": 4,
+                                               "data": ("mnist",)})
     only = ["mnist stl", "mnist similarity"]
     results = ss.reproduce("quick", tmp_path, only=only, log=lambda *_: None)
     assert json.loads((tmp_path / "results.json").read_text()) == results
     run = results["runs"]["mnist similarity"][0]
     record = json.loads((tmp_path / "runs" / "mnist_similarity" / "run-00.json").read_text())
     assert run == {k: record.get(k) for k in ss.RUN_FIELDS}
-    assert 1 <= run["chosen_epoch"] <= 2 and run["branches"] == len(run["groups"]) <= 10
+    assert 1 <= run["chosen_epoch"] <= 3 and run["branches"] == len(run["groups"]) <= 10
+    assert record["epochs"] == 3 and len(record["history"]["loss"]) == 3  # epochs of 4 batches of 64
     assert results["runs"]["mnist random"] == []
     rows = {(r["setting"], r["metric"]): r for r in results["rows"]}
     assert rows[("mnist similarity", "test_accuracy")]["paper"] == 0.99
@@ -229,6 +231,10 @@ def test_selective_sharing_reports_each_run_and_resumes(monkeypatch, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert f"test {run['test_accuracy']:.4f} at epoch {run['chosen_epoch']}" in report
     assert "Partial" in report and (tmp_path / "groups.png").read_bytes()[:4] == b"\x89PNG"
+    assert report.splitlines()[2].startswith(f"**Status: 2 of {len(ss.settings('quick'))} runs finished.**")
+    assert "Fashion-MNIST" not in report.split("## MNIST")[1]  # the quick profile is MNIST's alone
+    pairs = ss.pair_counts([{"groups": [["digit_2", "digit_3", "digit_5"], ["digit_1"]]}, {"groups": [["digit_5", "digit_2"]]}])
+    assert pairs == {(2, 3): 1, (2, 5): 2, (3, 5): 1}
     again = ss.reproduce("quick", tmp_path, only=only, log=lambda *_: None)
     assert again["runs"] == results["runs"]
 

@@ -202,6 +202,30 @@ def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=Fals
     return found
 
 
+def status(pairs, found, seconds=None):
+    """What a table's runs stand at: of the (name, run) `pairs` in the order they train, how
+    many are finished (in `found`, {name: [records]}), the next three, and the hours left
+    when `seconds(name)` estimates a run's training time."""
+    todo = [(n, r) for n, r in pairs if len(found.get(n, [])) <= r]
+    left = None
+    if seconds is not None and all(seconds(n) is not None for n, _ in todo):
+        left = round(sum(seconds(n) for n, _ in todo) / 3600, 1)
+    return {"runs_finished": len(pairs) - len(todo), "runs": len(pairs),
+            "next": [f"{n}, run {r + 1}" for n, r in todo[:3]], "hours_left": left}
+
+
+def status_line(status):
+    """A report's first line: what is complete, what trains next, the hours left."""
+    line = f"**Status: {status['runs_finished']} of {status['runs']} runs finished"
+    if not status["next"]:
+        return line + "; complete.**"
+    line += (f".** Next in order (the one training now, if a command is running): "
+             f"{'; '.join(status['next'])}.")
+    if status["hours_left"] is not None:
+        line += f" About {status['hours_left']:,.1f} h of training left at these runs' speed."
+    return line
+
+
 def one_thread_worker():
     """A worker process of a pool: one thread, since the other workers run beside it (set
     before TensorFlow's runtime starts)."""

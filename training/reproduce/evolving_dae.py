@@ -28,7 +28,8 @@ import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, versions, write_json,
+    Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, status, status_line,
+    versions, write_json,
 )
 from training.trainer import Trainer
 from zoo import evolving_dae
@@ -349,16 +350,14 @@ def summarise(found, profile, runs, seed, config, corruption, wall_seconds):
             rows.append({"setting": setting.name, "task": "classes", "metric": metric, "ours": mean,
                          "ours_std": std, "runs": len(values), "paper": paper})
     cost = run_seconds(found)
-    todo = [(s, r) for s, r in order(profile, runs) if len(found.get(s.name, [])) <= r]
+    cells = {s.name: s for s in settings(profile)}
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(), "versions": versions(),
             "wall_seconds": round(wall_seconds, 1), "seed": seed, "epochs": config["epochs"],
             "full_length_epochs": (config.get("full_length") or (None,))[0], "runs_per_setting": runs,
             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "corruption": corruption,
             "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
-            "status": {"runs_finished": len(order(profile, runs)) - len(todo), "runs": len(order(profile, runs)),
-                       "next": [f"{s.name}, run {r + 1}" for s, r in todo[:3]],
-                       "hours_left": None if cost is None else round(sum(
-                           cost(s, run_length(config, s)[0]) for s, _ in todo) / 3600, 1)},
+            "status": status([(s.name, r) for s, r in order(profile, runs)], found, None if cost is None else
+                             lambda name: cost(cells[name], run_length(config, cells[name])[0])),
             "full_profile_hours": None if cost is None else round(sum(
                 cost(s, PROFILES["full"]["epochs"]) for s, _ in order("full", PROFILES["full"]["runs"])) / 3600, 1),
             "rows": rows}
@@ -409,15 +408,10 @@ def _fmt(row, signed=True):
 
 def render_report(results, found, profile):
     config = PROFILES[profile]
-    status = results["status"]
     lines = [
         "# Paper 001 reproduced: deep multi-task learning with evolving weights (DAE stacks)",
         "",
-        f"**Status: {status['runs_finished']} of {status['runs']} runs finished"
-        + ("; complete.**" if not status["next"] else
-           f".** Next in order (the one training now, if a command is running): {'; '.join(status['next'])}. "
-           + (f"About {status['hours_left']:,.1f} h of training left at these runs' speed." if status["hours_left"]
-              is not None else "")),
+        status_line(results["status"]),
         "",
         "Data: real MNIST, as the paper (l labelled and u unlabelled images from `train50k`, "
         "validation `val10k`, test `test`).",
