@@ -90,6 +90,7 @@ def test_quick_profile_from_the_command_line(tmp_path):
     assert "Partial" not in (out / "report.md").read_text()
 
 
+@pytest.mark.slow  # the default suite near 10 minutes; its full profile is complete and committed
 def test_allconv_pretrains_transfers_and_resumes(monkeypatch, tmp_path):
     from training.reproduce import allconv
 
@@ -385,6 +386,37 @@ def test_runs_train_side_by_side_in_one_thread_processes_and_each_is_saved(tmp_p
     again = run_settings(workdir, ["a", "b"], 2, ["a", "b"], lambda *a: pytest.fail("trained again"),
                          lambda r: "", lambda *_: None, jobs=2)
     assert again == found
+
+
+@pytest.mark.slow  # a worker's TensorFlow start-up, up to a minute on a busy machine
+def test_a_pool_worker_ends_when_the_command_that_started_it_is_killed():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import multiprocessing, os, time\n"
+              "from concurrent.futures import ProcessPoolExecutor\n"
+              "from training.reproduce.common import one_thread_worker\n"
+              "if __name__ == '__main__':\n"
+              "    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'), initializer=one_thread_worker)\n"
+              "    print(pool.submit(os.getpid).result(), flush=True)\n"
+              "    pool.submit(time.sleep, 600)\n"
+              "    time.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # no clean-up: the pool cannot stop its worker
+    parent.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail("the worker trained on after its command was killed")
 
 
 def test_evolving_dae_full_profile_runs_the_decisive_cells_first_then_the_cheapest_first_runs():

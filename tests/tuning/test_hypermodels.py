@@ -68,8 +68,14 @@ def test_every_family_has_a_hypermodel_and_bad_names_are_named():
         tuning.objective("val_a_f1")
 
 
-# paper 004's nets at the HyperModel's default widths (14 million parameters) in the slow suite
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f == "coarse_fine" else f
+# paper 004's nets at the HyperModel's default widths (14 million parameters) in the slow suite,
+# and, keeping the default suite near 10 minutes, the families whose search is that of a
+# dense or convolutional net with heads (hard_sharing's, by default) or whose own
+# hyper-parameters are checked without training (architectures: see below)
+SLOW_SEARCHES = ("coarse_fine", "architectures", "allconv", "siamese")
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_SEARCHES else f
                                     for f in sorted(CASES)])
 def test_a_two_trial_search_completes_and_its_best_rebuilds(family, tmp_path):
     hypermodel, (x, y) = CASES[family]()
@@ -170,7 +176,7 @@ class _Recording(tuning.hypermodels.HardSharingHyperModel):
         return history
 
 
-@pytest.mark.slow  # keeping the default suite near 10 minutes; every family's search still runs by default
+@pytest.mark.slow  # keeping the default suite near 10 minutes
 def test_hyperband_hands_over_initial_epoch_and_the_parent_trials_weights(tmp_path):
     x, y = two_task_batch(64)
     hypermodel = _Recording(tasks={"mnist": 10, "fashion_mnist": 10}, input_shape=(28, 28, 1),

@@ -228,7 +228,19 @@ def status_line(status):
 
 def one_thread_worker():
     """A worker process of a pool: one thread, since the other workers run beside it (set
-    before TensorFlow's runtime starts)."""
+    before TensorFlow's runtime starts). It ends when the process that started it does
+    (killed, its pool cannot), instead of training on for nobody."""
+    import os
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
     import mtl_tf  # noqa: F401 - a quiet TensorFlow start-up
     import tensorflow as tf
 
