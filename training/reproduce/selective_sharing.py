@@ -318,9 +318,10 @@ def render_report(results, found):
         "",
         status_line(results["status"]),
         "",
-        "Data: MNIST is the paper's (real MNIST, `train50k` / `val10k` / `test`). Beyond the "
-        "paper, the same protocol on Fashion-MNIST (real) and on letters A-J rendered from "
-        "fonts as notMNIST was (not notMNIST itself); `paper` is null for those.",
+        "Data: MNIST is the paper's (real MNIST, `train50k` / `val10k` / `test`)." + (
+            " Beyond the paper, the same protocol on Fashion-MNIST (real) and on letters A-J rendered "
+            "from fonts as notMNIST was (not notMNIST itself); `paper` is null for those."
+            if len(results["data"]) > 1 else ""),
         "",
         f"- Profile: **{profile}**. " + (
             "The paper's protocol: 30 epochs on all 50,000 training images." if profile == "full" else
@@ -387,15 +388,16 @@ def render_report(results, found):
         lines.append("")
     lines += ["## Which groups form, how often", "",
               "![The share of runs in which two classes ended in one branch](groups.png)", "",
-              "Pairs of classes in one branch at the end, in how many runs (those in at least two):", ""]
+              "Pairs of classes in one branch at the end of every run (the figure has each pair's share):", ""]
     for data in results["data"]:
         names = CLASS_NAMES[data]
         for method in GROUPING:
             runs = found.get(Setting(data, method).name, [])
-            often = sorted(((n, pair) for pair, n in pair_counts(runs).items() if n > 1), key=lambda t: (-t[0], t[1]))
+            always = sorted(pair for pair, n in pair_counts(runs).items() if n == len(runs))
             if runs:
-                lines.append(f"- {DATASETS[data].split(' (')[0]}, {method} ({len(runs)} runs): " + (", ".join(
-                    f"{{{names[i]}, {names[j]}}} {n}" for n, (i, j) in often) or "no pair in two runs"))
+                shown = ", ".join(f"{{{names[i]}, {names[j]}}}" for i, j in always[:10])
+                lines.append(f"- {DATASETS[data].split(' (')[0]}, {method} ({len(runs)} runs): " + (
+                    (shown + (f" and {len(always) - 10} more" if len(always) > 10 else "")) or "none"))
     lines.append("")
     return "\n".join(lines) + "\n"
 
