@@ -4,17 +4,20 @@ import numpy as np
 import tensorflow as tf
 
 
-def epoch_dataset(x, y, batch_size, seed=0, start_epoch=0, shuffle=True):
+def epoch_dataset(x, y, batch_size, seed=0, start_epoch=0, shuffle=True, skip=0):
     """An endless dataset of batches from in-memory arrays whose order in epoch e depends
     only on (seed, e), so a run resumed at epoch e sees exactly the batches an
-    uninterrupted run would. Batches never straddle an epoch boundary.
+    uninterrupted run would. Batches never straddle an epoch boundary. `skip` batches of
+    the stream from `start_epoch` on are left out, so a stream cut into epochs of another
+    length resumes where it stopped.
 
-    Returns (dataset, steps_per_epoch).
+    Returns (dataset, steps_per_epoch): the steps of one pass over the arrays.
     """
     x = tf.constant(x)
     y = tf.nest.map_structure(tf.constant, y)
     n = int(x.shape[0])
     steps = -(-n // batch_size)
+    start_epoch, skip = start_epoch + skip // steps, skip % steps
 
     def epoch_indices(epoch):
         indices = tf.range(n, dtype=tf.int64)
@@ -31,7 +34,7 @@ def epoch_dataset(x, y, batch_size, seed=0, start_epoch=0, shuffle=True):
     options = tf.data.Options()
     options.autotune.enabled = False  # in-memory data: autotuning stalls at epoch ends
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options), steps
+    return dataset.skip(skip).with_options(options), steps
 
 
 def check_arrays(x, y, tasks, input_shape, argument="x"):

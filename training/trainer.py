@@ -320,9 +320,9 @@ class Trainer:
         check_arrays(x, y, self.tasks, self.model.input_shape)
         if steps_per_epoch is None:
             return epoch_dataset(x, y, batch_size, self.seed, start_epoch, shuffle=self.shuffle)
-        passes, offset = divmod(start_epoch * steps_per_epoch, -(-len(x) // batch_size))
-        dataset, _ = epoch_dataset(x, y, batch_size, self.seed, passes, shuffle=self.shuffle)
-        return dataset.skip(offset), steps_per_epoch
+        dataset, _ = epoch_dataset(x, y, batch_size, self.seed, shuffle=self.shuffle,
+                                   skip=start_epoch * steps_per_epoch)
+        return dataset, steps_per_epoch
 
     # === Checkpoints ===========================================================================
     def _spec(self):

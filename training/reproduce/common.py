@@ -171,8 +171,7 @@ def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=Fals
     of (name, run) pairs, names another order. With `jobs` > 1 the runs train in that
     order in `jobs` processes of one thread each (`train` must then pickle: a top-level
     function or a `functools.partial` of one). Returns {name: [records]} in run order."""
-    if order is None:
-        order = [(n, r) for r in range(runs) for n in names] if by_run else [(n, r) for n in names for r in range(runs)]
+    order = run_order(names, runs, by_run) if order is None else order
     pending = [(n, r) for n, r in order if n in chosen and workdir.finished(n, r) is None]
 
     def save(i, name, run, record):
@@ -200,6 +199,12 @@ def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=Fals
             found[name].append(record)
     workdir.touch()
     return found
+
+
+def run_order(names, runs, by_run=False):
+    """The (name, run) pairs of `run_settings`: setting by setting, or with `by_run` run by
+    run across the settings."""
+    return [(n, r) for r in range(runs) for n in names] if by_run else [(n, r) for n in names for r in range(runs)]
 
 
 def status(pairs, found, seconds=None):

@@ -23,8 +23,8 @@ import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, run_settings, status,
-    status_line, versions, write_json,
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, run_order, run_settings,
+    status, status_line, versions, write_json,
 )
 from training.learning_to_branch import BranchSearch, format_tree
 from training.selective_sharing import CRITERIA, SelectiveSharing
@@ -76,9 +76,13 @@ class Setting:
         return f"{self.data} {self.method}"
 
 
+def datasets(profile):
+    """The data sets a profile trains on: its own list, or every one."""
+    return PROFILES[profile].get("data") or tuple(DATASETS)
+
+
 def settings(profile="full"):
-    data = PROFILES[profile].get("data") or tuple(DATASETS)
-    return [Setting(d, m) for d in data for m in METHODS]
+    return [Setting(d, m) for d in datasets(profile) for m in METHODS]
 
 
 def task_names(data):
@@ -201,7 +205,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
         by_run=True)
     results = summarise(found, profile, runs, seed, config, workdir.wall_seconds)
     write_json(workdir.out / "results.json", results)
-    plot_groups(found, workdir.out / "groups.png", [d for d in DATASETS if any(s.data == d for s in cells.values())])
+    plot_groups(found, workdir.out / "groups.png", datasets(profile))
     report = render_report(results, found)
     atomic_write_bytes(workdir.out / "report.md", report.encode())
     log(report)
@@ -284,9 +288,10 @@ def summarise(found, profile, runs, seed, config, wall_seconds):
     return {"paper": PAPER, "name": NAME, "profile": profile, "device": device(),
             "versions": versions(), "wall_seconds": round(wall_seconds, 1), "seed": seed,
             "epochs": config["epochs"], "train": config["train"] or 50000,
-            "steps_per_epoch": config.get("steps_per_epoch"), "data": [d for d in DATASETS if any(
-                s.data == d for s in settings(profile))], "runs_per_setting": runs,
-            "status": status([(s.name, r) for r in range(runs) for s in settings(profile)], found, run_seconds(found)),
+            "steps_per_epoch": config.get("steps_per_epoch"), "data": list(datasets(profile)),
+            "runs_per_setting": runs,
+            "status": status(run_order([s.name for s in settings(profile)], runs, by_run=True), found,
+                             run_seconds(found)),
             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE, "momentum": MOMENTUM,
             "grouping_overhead_pct": round(float(np.mean(overhead)), 3) if overhead else None,
             "train_seconds": round(sum(r["seconds"] for rs in found.values() for r in rs), 1),
@@ -326,9 +331,10 @@ def render_report(results, found):
         f"- Profile: **{profile}**. " + (
             "The paper's protocol: 30 epochs on all 50,000 training images." if profile == "full" else
             f"The paper's protocol on MNIST only, in shorter epochs: an epoch is {results['steps_per_epoch']} "
-            f"batches (a sixth of the 50,000 training images; the batches run on through the shuffled "
-            f"passes), {results['epochs']} of them ({results['epochs'] * results['steps_per_epoch'] * 64 / 50000:.1f} "
-            "passes) instead of 30 whole epochs; validation and test sets whole, evaluated every epoch. "
+            f"batches ({results['steps_per_epoch'] * results['batch_size']:,} of the 50,000 training images; the "
+            f"batches run on through the shuffled passes), {results['epochs']} of them "
+            f"({results['epochs'] * results['steps_per_epoch'] * results['batch_size'] / 50000:.1f} passes) "
+            "instead of 30 whole epochs; validation and test sets whole, evaluated every epoch. "
             "Grouping clusters once an epoch and locks by the paper's rule, so it decides within about the "
             "first half of the run and the merged branches train on for the second, as in the full profile "
             "(locks at epochs 3 to 14 of 30). Shrinking the epochs' number instead (6 epochs of 10,000 "
