@@ -449,6 +449,20 @@ def test_evolving_dae_time_model_recovers_an_epoch_and_a_step_cost():
     assert ed.run_seconds({}) is None
 
 
+def test_both_profiles_commit_their_records_from_a_checkout(monkeypatch, tmp_path):
+    """A quick profile of several hours cut off by the end of a sitting must continue on
+    the next machine, as the full one does: both keep records under docs/results/records."""
+    from pathlib import Path
+
+    from training.reproduce.common import default_records
+
+    monkeypatch.chdir(tmp_path)
+    assert default_records("evolving_dae", "quick") is None  # not a checkout: nothing kept
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    for profile in ("quick", "full"):
+        assert default_records("evolving_dae", profile) == Path(f"docs/results/records/evolving_dae-{profile}")
+
+
 def test_committed_run_records_are_not_ignored_by_git():
     """The records a fresh clone continues from must reach the repository: a pattern such
     as `runs/` in .gitignore once kept every per-run file out."""

@@ -254,10 +254,11 @@ def one_thread_worker():
 
 
 def default_records(name, profile):
-    """Where the full profile's records are committed, when run from the repository
-    (`docs/results` exists): `docs/results/records/NAME-full`. Other profiles keep none."""
+    """Where a profile's records are committed, when run from the repository
+    (`docs/results` exists): `docs/results/records/NAME-PROFILE`. The quick profiles keep
+    theirs too: some take hours, and a sitting's machine is not the next one's."""
     dest = Path("docs/results")
-    return dest / "records" / f"{name}-{profile}" if profile == "full" and dest.is_dir() else None
+    return dest / "records" / f"{name}-{profile}" if dest.is_dir() else None
 
 
 def format_seconds(seconds):
