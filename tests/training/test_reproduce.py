@@ -361,6 +361,35 @@ def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypa
     assert choice["chosen"] == 0.1 and choice["validation_error"] == results["corruption"]["validation_error"]
 
 
+def test_evolving_dae_hands_a_run_in_progress_to_the_next_machine_through_its_records(monkeypatch, tmp_path):
+    """A sitting's machine is not the next one's: a run cut off keeps its checkpoints in the
+    committed records, and a fresh `--out` elsewhere resumes it from there."""
+    from training.reproduce import evolving_dae as ed
+    from training.reproduce.common import unfinished_path
+
+    monkeypatch.setitem(ed.PROFILES, "quick", {"epochs": 6, "runs": 1, "labelled": (100,), "unlabelled": (1000,),
+                                               "architectures": ("nn1",), "eval_every": 2})
+    monkeypatch.setattr(ed, "CORRUPTIONS", (0.1,))
+    monkeypatch.setattr(ed, "CHOICE", ed.Setting("nn1", 100, 1000, "exp_40"))
+    original, trained = ed.ClassError.on_epoch_end, []
+
+    def counted(self, epoch, logs=None):
+        trained.append(epoch)
+        original(self, epoch, logs)
+        if epoch + 1 == 3 and len(trained) == 3:  # the first machine stops after epoch 3
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ed.ClassError, "on_epoch_end", counted)
+    records, only = tmp_path / "records", [ed.CHOICE.name]
+    with pytest.raises(KeyboardInterrupt):
+        ed.reproduce("quick", tmp_path / "first", only=only, records=records, log=lambda *_: None)
+    assert (unfinished_path(records, "corruption 0.1", 0) / "checkpoints" / "checkpoint").is_file()
+    results = ed.reproduce("quick", tmp_path / "second", only=only, records=records, log=lambda *_: None)
+    assert trained == [0, 1, 2, 2, 3, 4, 5]  # resumed from the checkpoint of epoch 2
+    assert results["corruption"]["chosen"] == 0.1
+    assert not [p for p in (records / "unfinished").rglob("*") if p.is_file()]  # removed once recorded
+
+
 def _where_it_ran(name, run):  # top level: the pool's workers import it
     import os
 

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -88,9 +89,19 @@ def check_only(only, names):
         raise ValueError(f"`only` names unknown settings: {unknown}. Known: {list(names)}")
 
 
+def _slug(setting):
+    return setting.replace(" ", "_").replace("+", "-")
+
+
 def run_path(out, setting, run):
     """Where the record of run `run` of `setting` is kept in the folder `out`."""
-    return Path(out) / "runs" / setting.replace(" ", "_").replace("+", "-") / f"run-{run:02d}.json"
+    return Path(out) / "runs" / _slug(setting) / f"run-{run:02d}.json"
+
+
+def unfinished_path(root, setting, run):
+    """The folder where run `run` of `setting` keeps its checkpoints while it trains, under
+    `root` (`Workdir.unfinished_root`)."""
+    return Path(root) / "unfinished" / _slug(setting) / f"run-{run:02d}"
 
 
 class Workdir:
@@ -101,10 +112,13 @@ class Workdir:
     finished run is one JSON file under `runs/`, written atomically when it ends, so a
     command started again skips it.
 
-    `records`, when given, is a second folder that keeps only those small files (the
-    manifest and one JSON per finished run, never checkpoints) so they can be committed:
-    a run found there counts as finished, and every run finished here is written there
-    too, so a fresh clone on another machine continues the table where it stands.
+    `records`, when given, is a second folder that keeps only small files (the manifest
+    and one JSON per finished run) so they can be committed: a run found there counts as
+    finished, and every run finished here is written there too, so a fresh clone on
+    another machine continues the table where it stands. A reproduction whose runs outlast
+    a sitting checkpoints them under `unfinished_root` (in `records`, when given): a
+    commit then carries the runs in progress to the next machine as well, and each run's
+    folder there is removed once its record is saved.
     """
 
     def __init__(self, out, protocol, records=None):
@@ -145,10 +159,15 @@ class Workdir:
                 return json.loads(path.read_text())
         return None
 
+    @property
+    def unfinished_root(self):
+        return self.records or self.out
+
     def save_run(self, setting, run, result):
         for folder in (self.out, self.records):
             if folder:
                 write_json(run_path(folder, setting, run), result)
+        shutil.rmtree(unfinished_path(self.unfinished_root, setting, run), ignore_errors=True)
         self.touch()
 
     def touch(self):
@@ -173,6 +192,7 @@ def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=Fals
     function or a `functools.partial` of one). Returns {name: [records]} in run order."""
     order = run_order(names, runs, by_run) if order is None else order
     pending = [(n, r) for n, r in order if n in chosen and workdir.finished(n, r) is None]
+    workdir.touch()  # the manifest first: a run cut off leaves its checkpoints in the folders
 
     def save(i, name, run, record):
         workdir.save_run(name, run, record)

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import json
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,7 +28,7 @@ from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
     Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, status, status_line,
-    versions, write_json,
+    unfinished_path, versions, write_json,
 )
 from training.trainer import Trainer
 from zoo import evolving_dae
@@ -258,10 +257,10 @@ def train_run(setting, seed, epochs, corruption, eval_every, log=None, run_dir=N
             "curve": [[int(e), round(float(v), 3), round(float(t), 3)] for e, v, t in curve]}
 
 
-def _trial(name, run, *, epochs, every, seed, out):
+def _trial(name, run, *, epochs, every, seed, unfinished):
     """The trial of the corruption level `name` ("corruption LEVEL"): a run of `CHOICE`."""
     level = float(name.split()[1])
-    record = train_run(CHOICE, seed, epochs, level, every, run_dir=Path(out) / "corruption" / str(level))
+    record = train_run(CHOICE, seed, epochs, level, every, run_dir=unfinished_path(unfinished, name, run))
     return {**record, "setting": name, "validation_error": min(v for _, v, _ in record["curve"])}
 
 
@@ -275,7 +274,7 @@ def choose_corruption(workdir, epochs, eval_every, seed, log, jobs=1):
     if found is None:
         names = [f"corruption {level}" for level in CORRUPTIONS]
         trials = run_settings(workdir, names, 1, names, functools.partial(
-            _trial, epochs=epochs, every=eval_every, seed=seed, out=str(workdir.out)),
+            _trial, epochs=epochs, every=eval_every, seed=seed, unfinished=str(workdir.unfinished_root)),
             lambda r: f"validation error {r['validation_error']:.2f}%", log, jobs=jobs)
         errors = {name.split()[1]: records[0]["validation_error"] for name, records in trials.items()}
         found = {"setting": "corruption choice", "validation_error": errors,
@@ -285,7 +284,7 @@ def choose_corruption(workdir, epochs, eval_every, seed, log, jobs=1):
     return found
 
 
-def _cell(name, run, *, cells, config, seed, corruption, out, reuse=None):
+def _cell(name, run, *, cells, config, seed, corruption, unfinished, reuse=None):
     """Run `run` of the cell `name`; `reuse` is the chosen corruption level's trial, which
     is the first run of `CHOICE`."""
     setting = cells[name]
@@ -293,7 +292,7 @@ def _cell(name, run, *, cells, config, seed, corruption, out, reuse=None):
         return {k: v for k, v in reuse[1].items() if k != "validation_error"} | {"setting": name}
     epochs, every = run_length(config, setting)
     return train_run(setting, seed * 1000 + run, epochs, corruption, every,
-                     run_dir=Path(out) / "train" / f"{name.replace(' ', '_')}-{run:02d}")
+                     run_dir=unfinished_path(unfinished, name, run))
 
 
 def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=None, jobs=1):
@@ -312,7 +311,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     corruption = choose_corruption(workdir, *run_length(config, CHOICE), seed * 1000, log, jobs)
     trial = workdir.finished(f"corruption {corruption['chosen']}", 0)
     train = functools.partial(_cell, cells=cells, config=config, seed=seed, corruption=corruption["chosen"],
-                              out=str(workdir.out), reuse=(CHOICE, trial) if trial and "curve" in trial else None)
+                              unfinished=str(workdir.unfinished_root), reuse=(CHOICE, trial) if trial and "curve" in trial else None)
     found = run_settings(workdir, list(cells), runs, chosen, train, lambda r: (
         f"test error {r['test_error']:.2f}% at the last epoch, {r['test_error_chosen']:.2f}% at epoch "
         f"{r['chosen_epoch']} chosen on validation"), log,

@@ -34,7 +34,6 @@ import zoo
 from mtl_tf import weighting as weighting_lib
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_write_bytes
-from training.callbacks import Evaluate
 from training.reproduce.common import (
     Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, versions, write_json,
 )
