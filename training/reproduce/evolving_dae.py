@@ -311,7 +311,8 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     corruption = choose_corruption(workdir, *run_length(config, CHOICE), seed * 1000, log, jobs)
     trial = workdir.finished(f"corruption {corruption['chosen']}", 0)
     train = functools.partial(_cell, cells=cells, config=config, seed=seed, corruption=corruption["chosen"],
-                              unfinished=str(workdir.unfinished_root), reuse=(CHOICE, trial) if trial and "curve" in trial else None)
+                              unfinished=str(workdir.unfinished_root),
+                              reuse=(CHOICE, trial) if trial and "curve" in trial else None)
     found = run_settings(workdir, list(cells), runs, chosen, train, lambda r: (
         f"test error {r['test_error']:.2f}% at the last epoch, {r['test_error_chosen']:.2f}% at epoch "
         f"{r['chosen_epoch']} chosen on validation"), log,
