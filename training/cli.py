@@ -226,6 +226,11 @@ def _reproduce(args):
     records = None if args.no_records else args.records or default_records(args.name, args.profile)
     if records:
         print(f"finished runs are read from and recorded in {records}", flush=True)
+    if args.report:
+        if not any(Path(folder, "manifest.json").exists() for folder in (out, records) if folder):
+            raise ValueError(f"`--report`: no runs of {args.name} {args.profile} in {out!r}"
+                             + (f" or {str(records)!r}" if records else "") + " to report yet.")
+        extra["only"] = []  # train nothing: the report of the runs finished so far
     results = module.reproduce(args.profile, out, runs=args.runs, seed=args.seed,
                                log=lambda m: print(m, flush=True), records=records, **extra)
     print(f"report: {Path(out) / 'report.md'}, results: {Path(out) / 'results.json'} "
@@ -327,8 +332,8 @@ def build_parser():
                                 "(default runs/reproduce/NAME-PROFILE)")
     reproduce.add_argument("--records", metavar="DIR", default=None,
                            help="a folder of small committed run records (no checkpoints): runs "
-                                "found there are skipped, finished runs are added (default for "
-                                "the full profile: docs/results/records/NAME-full)")
+                                "found there are skipped, finished runs are added (default, run "
+                                "from the repository: docs/results/records/NAME-PROFILE)")
     reproduce.add_argument("--no-records", action="store_true", help="keep no records outside --out")
     reproduce.add_argument("--runs", type=_POSITIVE, default=None,
                            help="runs per setting (default: the profile's)")
@@ -336,6 +341,9 @@ def build_parser():
     reproduce.add_argument("--jobs", type=_POSITIVE, default=1,
                            help="evolving_dae: runs trained side by side, each in a process of one thread "
                                 "(default 1: one run at a time on every core)")
+    reproduce.add_argument("--report", action="store_true",
+                           help="train nothing: write the report and results of the runs finished so "
+                                "far (a long profile's table while it is still running)")
     reproduce.add_argument("--publish", metavar="DIR", default=None,
                            help="also copy the report, results and figures to DIR as "
                                 "NAME-PROFILE.md/.json/-*.png (docs/results for the committed copies)")

@@ -48,7 +48,7 @@ def test_siamese_writes_the_contract_files_and_resumes(tiny_profile, tmp_path):
     assert not any("run 1/1" in line for line in lines)
     assert run_file.read_text() == first
     assert [r["ours"] for r in again["rows"]] == [r["ours"] for r in results["rows"]]
-    assert len(json.loads((tmp_path / "manifest.json").read_text())["sittings"]) == 2
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["sittings"]) == 1  # it trained nothing
 
     # Another protocol in the same folder is refused, not mixed in.
     with pytest.raises(ValueError, match=r"`--out`.*seed"):
@@ -305,7 +305,7 @@ def test_coarse_fine_on_cifar100_files_fills_the_papers_column(monkeypatch, tmp_
     assert batch.shape == (4, 32, 32, 3) and not np.allclose(batch, x)
 
 
-def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypatch, tmp_path):
+def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypatch, tmp_path, capsys):
     from training.reproduce import evolving_dae as ed
     from training.reproduce.common import run_path
 
@@ -350,6 +350,23 @@ def test_evolving_dae_reports_table_1_and_resumes_a_run_cut_off_mid_way(monkeypa
     assert (tmp_path / "out" / "schedules.png").read_bytes()[:4] == b"\x89PNG"
     again = ed.reproduce("quick", tmp_path / "out", only=only, log=lambda *_: None)
     assert again["rows"] == results["rows"]
+
+    # `--report` renders the finished runs into a new folder, trains nothing and leaves the
+    # records' manifest as it was; with nothing finished it says so.
+    from training import cli
+
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    monkeypatch.setattr(ed, "train_run", lambda *a, **k: pytest.fail("--report trained"))
+    argv = ["reproduce", "evolving_dae", "--records", str(tmp_path / "out"), "--report"]
+    assert cli.main(argv + ["--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "out" / "manifest.json").read_bytes() == manifest
+    rendered = (tmp_path / "report" / "report.md").read_text()
+    assert rendered.splitlines()[2] == first
+    assert (f"- l = 100, u = 1000, 1 seed, against the control: exp_40 "
+            f"{runs['nn1 l=100 u=1000 exp_40']['test_error'] - control:+.2f} +- 0.00") in rendered
+    assert cli.main(["reproduce", "evolving_dae", "--report", "--no-records", "--out", str(tmp_path / "none")]) == 1
+    assert "no runs of evolving_dae quick" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
     # The corruption choice cut off after its trials: each finished level is kept, none reruns.
     from training.reproduce.common import Workdir

@@ -256,7 +256,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
                 f"{record['test_accuracy']:.4f} (epoch {record['chosen_epoch']}, chosen on validation)")
         if record is not None:
             records[name] = record
-    workdir.touch()
+    workdir.close()
     results = summarise(records, profile, seed, workdir.wall_seconds)
     write_json(workdir.out / "results.json", results)
     stages = PROFILES[profile]["stages"]

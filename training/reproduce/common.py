@@ -118,7 +118,8 @@ class Workdir:
     another machine continues the table where it stands. A reproduction whose runs outlast
     a sitting checkpoints them under `unfinished_root` (in `records`, when given): a
     commit then carries the runs in progress to the next machine as well, and each run's
-    folder there is removed once its record is saved.
+    folder there is removed once its record is saved. A command that trains nothing (one
+    that only renders the report of the runs finished so far) adds no sitting.
     """
 
     def __init__(self, out, protocol, records=None):
@@ -145,9 +146,8 @@ class Workdir:
                                      f"(there, asked): {changed}. Use another folder.")
                 break
         self.manifest = manifest
-        self.manifest["sittings"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                          "seconds": 0.0})
-        self._start = time.time()
+        self._sitting = None  # this command's entry in the manifest, added when it first trains
+        self._started, self._start = time.strftime("%Y-%m-%d %H:%M:%S"), time.time()
 
     def run_path(self, setting, run):
         return run_path(self.out, setting, run)
@@ -171,11 +171,23 @@ class Workdir:
         self.touch()
 
     def touch(self):
-        """Records this sitting's wall time so far."""
-        self.manifest["sittings"][-1]["seconds"] = round(time.time() - self._start, 1)
+        """Records this sitting's wall time so far (training in it has started)."""
+        if self._sitting is None:
+            self._sitting = {"started": self._started, "seconds": 0.0}
+            self.manifest["sittings"].append(self._sitting)
+        self._sitting["seconds"] = round(time.time() - self._start, 1)
         for folder in (self.out, self.records):
             if folder:
                 write_json(folder / "manifest.json", self.manifest)
+
+    def close(self):
+        """Records the sitting's final wall time, if it trained: a command that only read
+        the finished runs leaves the manifest as it was (and copies it into a new `out`,
+        so that folder's report can be rendered or resumed again)."""
+        if self._sitting is not None:
+            self.touch()
+        elif not self.manifest_path.exists():
+            write_json(self.manifest_path, self.manifest)
 
     @property
     def wall_seconds(self):
@@ -192,7 +204,8 @@ def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=Fals
     function or a `functools.partial` of one). Returns {name: [records]} in run order."""
     order = run_order(names, runs, by_run) if order is None else order
     pending = [(n, r) for n, r in order if n in chosen and workdir.finished(n, r) is None]
-    workdir.touch()  # the manifest first: a run cut off leaves its checkpoints in the folders
+    if pending:
+        workdir.touch()  # the manifest first: a run cut off leaves its checkpoints in the folders
 
     def save(i, name, run, record):
         workdir.save_run(name, run, record)
@@ -217,7 +230,7 @@ def run_settings(workdir, names, runs, chosen, train, describe, log, by_run=Fals
         record = workdir.finished(name, run)
         if record is not None:
             found[name].append(record)
-    workdir.touch()
+    workdir.close()
     return found
 
 

@@ -264,13 +264,17 @@ def _trial(name, run, *, epochs, every, seed, unfinished):
     return {**record, "setting": name, "validation_error": min(v for _, v, _ in record["curve"])}
 
 
-def choose_corruption(workdir, epochs, eval_every, seed, log, jobs=1):
+def choose_corruption(workdir, epochs, eval_every, seed, log, jobs=1, train=True):
     """The corruption level with the lowest validation error on `CHOICE` (NN1, l = 100,
     u = 10^4, exp_40), the first seed; recorded in the workdir like a run. Each level's
     trial is a run of its own (checkpointed, resumed, recorded whole once finished), so a
     choice cut off part-way goes on where it stopped, and the chosen level's trial is the
-    first run of `CHOICE` (same setting, seed and length), not trained twice."""
+    first run of `CHOICE` (same setting, seed and length), not trained twice. With
+    `train` False, the choice must have been made already."""
     found = workdir.finished("corruption choice", 0)
+    if found is None and not train:
+        raise ValueError(f"Nothing to report in {str(workdir.out)!r}: the corruption level is not chosen "
+                         f"yet (its trials train first).")
     if found is None:
         names = [f"corruption {level}" for level in CORRUPTIONS]
         trials = run_settings(workdir, names, 1, names, functools.partial(
@@ -308,7 +312,8 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
     check_only(only, list(cells))
     chosen = [n for n in cells if only is None or n in only]
     log(f"paper 001, profile {profile}: {len(chosen)} settings x {runs} runs into {workdir.out}")
-    corruption = choose_corruption(workdir, *run_length(config, CHOICE), seed * 1000, log, jobs)
+    corruption = choose_corruption(workdir, *run_length(config, CHOICE), seed * 1000, log, jobs,
+                                   train=only is None or len(only) > 0)
     trial = workdir.finished(f"corruption {corruption['chosen']}", 0)
     train = functools.partial(_cell, cells=cells, config=config, seed=seed, corruption=corruption["chosen"],
                               unfinished=str(workdir.unfinished_root),
@@ -399,20 +404,23 @@ def _row(results, setting, metric):
     return next(r for r in results["rows"] if r["setting"] == setting.name and r["metric"].startswith(metric))
 
 
-def _fmt(row, signed=True):
+def _fmt(row, signed=True, runs=None):
+    """A cell: mean +- std, and how many of the `runs` seeds it has while some are missing."""
     if row["ours"] is None:
         return "-"
     value = f"{row['ours']:+.2f}" if signed else f"{row['ours']:.2f}%"
-    return f"{value} +- {row['ours_std']:.2f}"
+    partial = f" ({row['runs']} of {runs} runs)" if runs and row["runs"] < runs else ""
+    return f"{value} +- {row['ours_std']:.2f}{partial}"
 
 
 def render_report(results, found, profile):
-    config = PROFILES[profile]
+    config, runs = PROFILES[profile], results["runs_per_setting"]
     lines = [
         "# Paper 001 reproduced: deep multi-task learning with evolving weights (DAE stacks)",
         "",
         status_line(results["status"]),
         "",
+        *_finding(found, config, runs),
         "Data: real MNIST, as the paper (l labelled and u unlabelled images from `train50k`, "
         "validation `val10k`, test `test`).",
         "",
@@ -459,7 +467,7 @@ def render_report(results, found, profile):
                 continue
             base = _row(results, Setting("nn1", labelled), key)
             paper_base = PAPER_BASELINE[("nn1", labelled)] if key == "test_error" else None
-            lines += [f"**l = {labelled}**, baseline {_fmt(base, signed=False)}"
+            lines += [f"**l = {labelled}**, baseline {_fmt(base, signed=False, runs=runs)}"
                       + (f" (paper {paper_base}%)" if paper_base is not None else ""), "",
                       "| u | " + " | ".join((*SCHEDULES, *LEARNED)) + " |", "|---" * (len(SCHEDULES) + len(LEARNED) + 1) + "|"]
             for u in config["unlabelled"]:
@@ -467,7 +475,7 @@ def render_report(results, found, profile):
                 for schedule in (*SCHEDULES, *LEARNED):
                     row = _row(results, Setting("nn1", labelled, u, schedule), key)
                     paper = row["paper"]
-                    cells.append(_fmt(row) + ("" if paper is None else f" / {paper:+.2f}"))
+                    cells.append(_fmt(row, runs=runs) + ("" if paper is None else f" / {paper:+.2f}"))
                 lines.append(f"| {u if u != REST else '5e4 - l'} | " + " | ".join(cells) + " |")
             lines.append("")
         deeper = [a for a in config["architectures"] if a != "nn1"]
@@ -475,18 +483,55 @@ def render_report(results, found, profile):
             lines += [f"## Table 1 (b), exp_40: {title}", ""]
             for labelled in config["labelled"]:
                 lines += [f"**l = {labelled}**", "", "| u | " + " | ".join(deeper) + " |", "|---" * (len(deeper) + 1) + "|",
-                          "| baseline | " + " | ".join(_fmt(_row(results, Setting(a, labelled), key), signed=False)
+                          "| baseline | " + " | ".join(_fmt(_row(results, Setting(a, labelled), key), signed=False, runs=runs)
                                                      for a in deeper) + " |"]
                 for u in config["unlabelled"]:
                     cells = []
                     for a in deeper:
                         row = _row(results, Setting(a, labelled, u, "exp_40"), key)
-                        cells.append(_fmt(row) + ("" if row["paper"] is None else f" / {row['paper']:+.2f}"))
+                        cells.append(_fmt(row, runs=runs) + ("" if row["paper"] is None else f" / {row['paper']:+.2f}"))
                     lines.append(f"| {u if u != REST else '5e4 - l'} | " + " | ".join(cells) + " |")
                 lines.append("")
     lines += _against_control(found, config) + _times(found, profile)
     lines += ["## The schedules (Figure 1)", "", "![lambda_s and lambda_r per epoch](schedules.png)", ""]
     return "\n".join(lines) + "\n"
+
+
+def _finding(found, config, runs):
+    """The report's answer so far, from the cells whose control and schedules have every
+    seed: do the schedules beat the `no_reconstruction` control (the reconstructions'
+    own effect), and does the control beat the baseline (the batching's)?"""
+    lines = []
+    for labelled in config["labelled"]:
+        for u in config["unlabelled"]:
+            control = Setting("nn1", labelled, u, "no_reconstruction")
+            if u == 0 or len(found.get(control.name, [])) < runs:
+                continue
+            parts, beaten = [], []
+            for schedule in SCHEDULES:
+                values = _differences(found, Setting("nn1", labelled, u, schedule), control, "test_error")
+                if len(values) < runs:
+                    continue
+                mean, std = mean_std(values)
+                lower = sum(v < 0 for v in values)
+                parts.append(f"{schedule} {mean:+.2f} +- {std:.2f} (lower in {lower} of {runs} seeds)")
+                if lower == runs:
+                    beaten.append(schedule)
+            if not parts:
+                continue
+            batching = _differences(found, control, Setting("nn1", labelled), "test_error")
+            mean, std = mean_std(batching)
+            verdict = (f"{', '.join(beaten)} lower than the control in every seed: the reconstructions "
+                       "add to what the alternating batches give" if beaten else
+                       "no schedule is lower than the control in every seed: the reconstructions add "
+                       "nothing measurable to the alternating batches")
+            lines.append(f"- l = {labelled}, u = {u if u != REST else '5e4 - l'}, {runs} seed"
+                         f"{'s' if runs > 1 else ''}, against the control: {'; '.join(parts)}. So {verdict}. "
+                         f"The control against the baseline: {mean:+.2f} +- {std:.2f} points.")
+    if not lines:
+        return []
+    return (["**What the finished cells show** (test error at the last epoch, paired by seed, in points; "
+             "negative: lower):", ""] + lines + [""])
 
 
 def _against_control(found, config):

@@ -167,7 +167,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
                     f"validation {record['test_accuracy']:.4f} ({record['seconds']:.0f} s)")
             if record is not None:
                 records[setting.name].append(record)
-    workdir.touch()
+    workdir.close()
     results = summarise(records, profile, runs, seed, epochs, workdir.wall_seconds)
     write_json(workdir.out / "results.json", results)
     plot_histories(records, workdir.out / "histories.png")
