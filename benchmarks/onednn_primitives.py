@@ -1,6 +1,7 @@
 """The oneDNN primitives each side of the PyTorch comparison runs, and how long each takes
-(`ONEDNN_VERBOSE=1`): the Trainer with TensorFlow's default inter-op threads and with one,
-and the PyTorch peer (channels-last), the all-conv net at batch 100, the second of two
+(`ONEDNN_VERBOSE=1`): the Trainer with TensorFlow's default inter-op threads, with one, and
+with one thread in all; the PyTorch peer (channels-last) with its threads and with one (one
+thread on each side compares the kernels without their threading runtimes); the all-conv net at batch 100, the second of two
 epochs on 2,000 MNIST images (the first warms up).
 
     python -m benchmarks.onednn_primitives
@@ -48,16 +49,30 @@ def measure():
             "trainer": [sys.executable, "-c", TRAINER.format(threads="", batch=BATCH), data],
             "trainer, 1 inter-op thread": [sys.executable, "-c", TRAINER.format(
                 threads="import tensorflow as tf; tf.config.threading.set_inter_op_parallelism_threads(1)",
-                batch=BATCH), data]}
+                batch=BATCH), data],
+            # One thread on each side: the kernels' own speed, without either threading runtime.
+            "trainer, 1 thread": [sys.executable, "-c", TRAINER.format(
+                threads="import tensorflow as tf; tf.config.threading.set_inter_op_parallelism_threads(1); "
+                        "tf.config.threading.set_intra_op_parallelism_threads(1)", batch=BATCH), data]}
         python = bench_python()
         if python is not None:
             commands["pytorch"] = [python, HERE / "torch_allconv.py", data, 1, BATCH, "--channels-last"]
-        sides = {}
+            commands["pytorch, 1 thread"] = commands["pytorch"] + ["--threads", 1]
+        sides, runtimes = {}, {}
         for name, command in commands.items():
             out = subprocess.run([str(c) for c in command], capture_output=True, text=True, check=True, cwd=ROOT,
                                  env=env)
             sides[name] = primitives(out.stdout, steps)
-    return {"machine": machine(), "images": IMAGES, "batch": BATCH, "sides": sides}
+            runtimes[name] = runtime(out.stdout)
+    return {"machine": machine(), "images": IMAGES, "batch": BATCH, "sides": sides, "runtimes": runtimes}
+
+
+def runtime(output):
+    """The oneDNN a side runs: its version and threading runtime, from the verbose header."""
+    info = [line.split(",", 3)[3] for line in output.splitlines() if line.startswith("onednn_verbose,v1,info,")]
+    version = next((i.split()[1] for i in info if i.startswith("oneDNN v")), "?")
+    threads = next((i.split(",", 1)[1] for i in info if i.startswith("cpu,runtime:")), "?")
+    return f"{version}, {threads}"
 
 
 def render(result):
@@ -69,7 +84,9 @@ def render(result):
     m = result["machine"]
     lines = ["# oneDNN's primitives on each side", "",
              f"{m['date']}, {m['device']}; oneDNN {m['onednn'].get('version', '?')}. The all-conv net, batch "
-             f"{result['batch']}, the second of two epochs on {result['images']:,} MNIST images; `ONEDNN_VERBOSE=1`.", "",
+             f"{result['batch']}, the second of two epochs on {result['images']:,} MNIST images; `ONEDNN_VERBOSE=1`.",
+             "", "oneDNN on each side (version, threading runtime): " + "; ".join(
+                 f"{n}: {r}" for n, r in result.get("runtimes", {}).items()) + ".", "",
              "| primitive | implementation | shape | " + " | ".join(f"{n}: ms per call (calls per step)" for n in names)
              + " |", "|---|---|---|" + "---|" * len(names)]
     for key in keys[:24]:
