@@ -19,6 +19,34 @@ def test_interleaving_alternates_the_order_and_ratio_is_per_round():
     assert spread == {"median": 2.0, "min": 1.5, "max": 4.0, "rounds": 3}
 
 
+def test_timed_epochs_come_from_one_fit_call_after_a_warm_up(monkeypatch):
+    import keras
+
+    import zoo
+    from training import Trainer
+
+    x = np.random.default_rng(0).random((40, 28, 28, 1)).astype("float32")
+    y = {"mnist": np.arange(40) % 10, "shifted": (np.arange(40) + 1) % 10}
+    keras.utils.set_random_seed(0)
+    trainer = Trainer(zoo.build("hard_sharing", tasks={"mnist": 10, "shifted": 10}, input_shape=(28, 28, 1)))
+    calls = []
+    fit = trainer.fit
+    monkeypatch.setattr(trainer, "fit", lambda *a, **k: calls.append(k["epochs"]) or fit(*a, **k))
+    seconds = record.timed_epochs(trainer, x, y, epochs=3, batch=20)
+    assert calls == [4] and int(trainer.epoch.numpy()) == 4  # the warm-up and three timed, one call
+    assert len(seconds) == 3 and all(s > 0 for s in seconds)
+
+
+def test_onednn_runtime_is_read_from_the_verbose_header():
+    from benchmarks.onednn_primitives import runtime
+
+    header = ("onednn_verbose,v1,info,oneDNN v3.12.0 (commit 80afa71)\n"
+              "onednn_verbose,v1,info,cpu,runtime:OpenMP,nthr:2\n"
+              "onednn_verbose,v1,info,cpu,isa:Intel AVX-512\n")
+    assert runtime(header) == "v3.12.0, runtime:OpenMP,nthr:2"
+    assert runtime("no header") == "?, ?"
+
+
 def test_training_flops_of_a_conv_and_a_dense_layer_follow_the_formula():
     import keras
 
