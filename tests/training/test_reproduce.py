@@ -167,6 +167,13 @@ def test_committed_records_let_a_fresh_folder_continue_the_table(monkeypatch, tm
     assert results["trainings"]["pretrain M+F"]["train_images"] == 400
     assert (records / "runs" / "transfer_M-F_mnist" / "run-00.json").exists()
     assert len(json.loads((records / "manifest.json").read_text())["sittings"]) == 2
+    # Each record names the machine it trained on; the report names the runs' machines.
+    from training.reproduce.common import UNNAMED, device, machine_line
+
+    assert results["trained_on"] == {device(): 2}
+    assert machine_line(results) == device()
+    assert machine_line({**results, "trained_on": {"Other CPU": 3, UNNAMED: 1}}) == (
+        f"this report rendered on {device()}; its runs trained on Other CPU (3 runs), {UNNAMED} (1 run)")
     # The fresh folder's transfer read the recorded pre-trained net, not a new one.
     recorded = allconv.load_model(tmp_path / "fresh", "pretrain M+F", records)
     for a, b in zip(pretrained.weights, recorded.weights):

@@ -27,8 +27,8 @@ from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from mtl_tf.lr_schedules import StagedInverseTimeDecay, plot_schedule
 from training.callbacks import Evaluate
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, format_seconds, read_history, run_path, versions,
-    write_json,
+    Workdir, check_only, check_profile, device, format_seconds, machine_line, read_history,
+    run_path, versions, write_json,
 )
 from training.trainer import Trainer
 from zoo.allconv import transfer_to_single_task
@@ -258,6 +258,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
             records[name] = record
     workdir.close()
     results = summarise(records, profile, seed, workdir.wall_seconds)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     stages = PROFILES[profile]["stages"]
     plot_schedule(StagedInverseTimeDecay(1, rates=(1e-3, 1e-5), epochs=stages), sum(stages),
@@ -345,7 +346,7 @@ def render_report(results, records):
         "labels; transfer: trunk copied, the task's 10 columns of the output layer copied, "
         "then retrained on the task alone with the same schedule.",
         f"- One run per cell (as the paper), seed {results['seed']}.",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings.",
         "",

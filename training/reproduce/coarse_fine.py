@@ -30,8 +30,8 @@ from mtl_tf.data import load_hierarchy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from mtl_tf.tasks import Task
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, read_history, run_settings,
-    versions, write_json,
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, machine_line, mean_std,
+    read_history, run_settings, versions, write_json,
 )
 from training.trainer import Trainer
 from zoo.coarse_fine import ARCHITECTURES, CONV_FILTERS, HEAD_UNITS
@@ -197,6 +197,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
         lambda name, run: train_run(by_name[name], run, seed * 1000 + run, profile, workdir, seed, log),
         lambda r: f"held-out fine {r['held_out_fine_accuracy']:.4f}, coarse {r['held_out_coarse_accuracy']:.4f}", log)
     results = summarise(found, profile, runs, seed, present, workdir.wall_seconds)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     plot_curves(found, workdir.out / "curves.png")
     report = render_report(results)
@@ -312,7 +313,7 @@ def render_report(results):
         "held-out metrics at the last epoch (as the paper's Table 2), the test split as well (labelled).",
         f"- Runs: {results['runs_per_setting']} per setting (seeds {results['seed']} * 1000 + i, the same in "
         "every setting); mean +- std.",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training"
         + (f", {results['images_per_second']:,.0f} training images/s with the held-out evaluation)."

@@ -104,6 +104,9 @@ def unfinished_path(root, setting, run):
     return Path(root) / "unfinished" / _slug(setting) / f"run-{run:02d}"
 
 
+UNNAMED = "machines unnamed in their records"  # runs recorded before records named theirs
+
+
 class Workdir:
     """The output folder of one reproduction command.
 
@@ -147,6 +150,7 @@ class Workdir:
                 break
         self.manifest = manifest
         self._sitting = None  # this command's entry in the manifest, added when it first trains
+        self._machines = {}  # (setting, run) -> the machine its record names
         self._started, self._start = time.strftime("%Y-%m-%d %H:%M:%S"), time.time()
 
     def run_path(self, setting, run):
@@ -156,14 +160,28 @@ class Workdir:
         for folder in (self.out, self.records):
             path = folder and run_path(folder, setting, run)
             if path and path.exists():
-                return json.loads(path.read_text())
+                record = json.loads(path.read_text())
+                self._machines[(setting, run)] = record.get("machine")
+                return record
         return None
+
+    @property
+    def trained_on(self):
+        """{machine: runs} over the finished runs read so far; a table's runs may come from
+        several machines, and multi-task runs are not bit-identical across CPUs. Runs
+        recorded before records named their machine count under `UNNAMED`."""
+        counts = {}
+        for machine in self._machines.values():
+            counts[machine or UNNAMED] = counts.get(machine or UNNAMED, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     @property
     def unfinished_root(self):
         return self.records or self.out
 
     def save_run(self, setting, run, result):
+        result = {**result, "machine": result.get("machine") or device()}
+        self._machines[(setting, run)] = result["machine"]
         for folder in (self.out, self.records):
             if folder:
                 write_json(run_path(folder, setting, run), result)
@@ -292,6 +310,15 @@ def default_records(name, profile):
     theirs too: some take hours, and a sitting's machine is not the next one's."""
     dest = Path("docs/results")
     return dest / "records" / f"{name}-{profile}" if dest.is_dir() else None
+
+
+def machine_line(results):
+    """A report's machine: the one that rendered it, and the ones its runs trained on."""
+    trained = results.get("trained_on") or {}
+    if list(trained) in ([], [results["device"]]):
+        return results["device"]
+    return (f"this report rendered on {results['device']}; its runs trained on "
+            + ", ".join(f"{machine} ({runs} run{'s' if runs > 1 else ''})" for machine, runs in trained.items()))
 
 
 def format_seconds(seconds):

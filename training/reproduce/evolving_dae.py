@@ -27,8 +27,8 @@ import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, status, status_line,
-    unfinished_path, versions, write_json,
+    Workdir, check_only, check_profile, device, format_seconds, machine_line, mean_std,
+    run_settings, status, status_line, unfinished_path, versions, write_json,
 )
 from training.trainer import Trainer
 from zoo import evolving_dae
@@ -323,6 +323,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
         f"{r['chosen_epoch']} chosen on validation"), log,
         order=[(s.name, r) for s, r in order(profile, runs)], jobs=jobs)
     results = summarise(found, profile, runs, seed, config, corruption, workdir.wall_seconds)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     plot_schedules(config["epochs"], workdir.out / "schedules.png")
     report = render_report(results, found, profile)
@@ -450,7 +451,7 @@ def render_report(results, found, profile):
         "reconstructions from that of the batching.",
         f"- Runs: {results['runs_per_setting']} per setting (seeds {results['seed']} * 1000 + i: the "
         "labelled/unlabelled draw and the initial weights); differences are paired by seed.",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training)."
         + (f" At these runs' speed the full profile trains for about {results['full_profile_hours']:,.0f} h "

@@ -34,7 +34,8 @@ from mtl_tf.data.paths import atomic_write_bytes
 from mtl_tf.tasks import Task
 from training.callbacks import Evaluate
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, versions, write_json,
+    Workdir, check_only, check_profile, device, format_seconds, machine_line, mean_std,
+    run_settings, versions, write_json,
 )
 from training.trainer import Trainer
 
@@ -108,6 +109,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
                          lambda name, run: train_run(*by_name[name], seed * 1000 + run, epochs),
                          lambda r: f"test loss {r['final_test_loss']:.4f}", log, by_run=True)
     results = summarise(found, profile, runs, seed, epochs, workdir.wall_seconds)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     plot_curves(found, workdir.out / "curves.png")
     report = render_report(results)
@@ -189,7 +191,7 @@ def render_report(results):
         "model. (A fixed set of 10,000 examples read 20 times was memorised: training losses 4 to 5, "
         "held-out 9.4 to 10.9, where the targets' variances sum to about 14.2. On a stream the training "
         "loss the paper plots is a held-out loss too.)",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training).", "",

@@ -35,7 +35,8 @@ from mtl_tf import weighting as weighting_lib
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_write_bytes
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, format_seconds, mean_std, run_settings, versions, write_json,
+    Workdir, check_only, check_profile, device, format_seconds, machine_line, mean_std,
+    run_settings, versions, write_json,
 )
 from training.trainer import Trainer
 
@@ -216,6 +217,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
         found[cell] = run_settings(workdir, [name], runs, [name] if chosen is None else chosen, train,
                                    describe, log)[name]
     results = summarise(found, chosen_rates, profile, config, runs, seed, workdir.wall_seconds, datasets, names)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     plot_leaderboard(results, workdir.out / "leaderboard.png")
     report = render_report(results)
@@ -321,7 +323,7 @@ def render_report(results):
         ". Test accuracy at each run's best validation epoch.",
         f"- Runs: {results['runs_per_setting']} per cell, run i from seed {results['seed']} * 1000 + i for every "
         "method (the same initial weights and batch orders).",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training).",

@@ -23,8 +23,8 @@ import zoo
 from mtl_tf.data import load_numpy
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, run_order, run_settings,
-    status, status_line, versions, write_json,
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, machine_line, mean_std,
+    run_order, run_settings, status, status_line, versions, write_json,
 )
 from training.learning_to_branch import BranchSearch, format_tree
 from training.selective_sharing import CRITERIA, SelectiveSharing
@@ -204,6 +204,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
         f"test {r['test_accuracy']:.4f} (epoch {r['chosen_epoch']}), {r['params']:,} parameters"), log,
         by_run=True)
     results = summarise(found, profile, runs, seed, config, workdir.wall_seconds)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     plot_groups(found, workdir.out / "groups.png", datasets(profile))
     report = render_report(results, found)
@@ -352,7 +353,7 @@ def render_report(results, found):
         "documents each criterion's rule).",
         f"- Runs: {results['runs_per_setting']} per setting (seeds {results['seed']} * 1000 + i, the same "
         "in every setting).",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training). Grouping (reading the "

@@ -30,7 +30,8 @@ from mtl_tf.data.helpers import make_pairs
 from mtl_tf.data.paths import atomic_path, atomic_write_bytes
 from training.callbacks import Evaluate
 from training.reproduce.common import (
-    Workdir, check_only, check_profile, device, epoch_log, format_seconds, mean_std, versions, write_json,
+    Workdir, check_only, check_profile, device, epoch_log, format_seconds, machine_line, mean_std,
+    versions, write_json,
 )
 from training.trainer import Trainer
 from zoo.siamese import aux_weighting
@@ -169,6 +170,7 @@ def reproduce(profile, out, runs=None, seed=0, only=None, log=print, records=Non
                 records[setting.name].append(record)
     workdir.close()
     results = summarise(records, profile, runs, seed, epochs, workdir.wall_seconds)
+    results["trained_on"] = workdir.trained_on
     write_json(workdir.out / "results.json", results)
     plot_histories(records, workdir.out / "histories.png")
     report = render_report(results, records)
@@ -240,7 +242,7 @@ def render_report(results, records):
         "before each epoch's training (from the untrained net).",
         f"- Runs: {results['runs_per_setting']} per setting; run i draws its pairs and initial "
         f"weights with seed {results['seed']} * 1000 + i, the same in every setting (paired).",
-        f"- Machine: {results['device']}. Versions: " + ", ".join(
+        f"- Machine: {machine_line(results)}. Versions: " + ", ".join(
             f"{k} {v}" for k, v in results["versions"].items()) + ".",
         f"- Wall time: {format_seconds(results['wall_seconds'])} over all sittings "
         f"({format_seconds(results['train_seconds'])} of it training).",
