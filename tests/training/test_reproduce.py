@@ -477,9 +477,9 @@ def test_evolving_dae_full_profile_runs_the_decisive_cells_first_then_the_cheape
 
     pairs = ed.order("full", 3)
     names = [(s.name, r) for s, r in pairs]
-    decisive = [(f"nn1 l=100 {c}", r) for c in ("baseline", "u=10000 exp_40", "u=10000 lin",
-                                               "u=10000 no_reconstruction", "u=40000 exp_40", "u=40000 lin",
-                                               "u=40000 no_reconstruction") for r in range(3)]
+    decisive = [(f"nn1 l=100 {c}", r) for c in ("baseline", "u=10000 exp_40", "u=10000 no_reconstruction",
+                                               "u=10000 lin", "u=40000 exp_40", "u=40000 no_reconstruction",
+                                               "u=40000 lin") for r in range(3)]
     assert names[:21] == decisive
     assert sorted(names) == sorted({(s.name, r) for s in ed.settings("full") for r in range(3)})
     rest = pairs[21:]
