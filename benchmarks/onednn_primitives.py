@@ -1,8 +1,8 @@
 """The oneDNN primitives each side of the PyTorch comparison runs, and how long each takes
 (`ONEDNN_VERBOSE=1`): the Trainer with TensorFlow's default inter-op threads, with one, and
 with one thread in all; the PyTorch peer (channels-last) with its threads and with one (one
-thread on each side compares the kernels without their threading runtimes); the all-conv net at batch 100, the second of two
-epochs on 2,000 MNIST images (the first warms up).
+thread on each side compares the kernels without their threading runtimes); the all-conv
+net at batch 100, the second of two epochs on 2,000 MNIST images (the first warms up).
 
     python -m benchmarks.onednn_primitives
 

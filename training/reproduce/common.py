@@ -3,6 +3,7 @@ remembers finished runs so an interrupted command resumes, the machine and libra
 versions, the wall time over sittings, and `results.json` / `report.md` written atomically.
 """
 
+import collections
 import csv
 import json
 import os
@@ -170,10 +171,7 @@ class Workdir:
         """{machine: runs} over the finished runs read so far; a table's runs may come from
         several machines, and multi-task runs are not bit-identical across CPUs. Runs
         recorded before records named their machine count under `UNNAMED`."""
-        counts = {}
-        for machine in self._machines.values():
-            counts[machine or UNNAMED] = counts.get(machine or UNNAMED, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+        return dict(collections.Counter(m or UNNAMED for m in self._machines.values()).most_common())
 
     @property
     def unfinished_root(self):

@@ -522,14 +522,16 @@ def _finding(found, config, runs):
             if not parts:
                 continue
             batching = _differences(found, control, Setting("nn1", labelled), "test_error")
-            mean, std = mean_std(batching)
             verdict = (f"{', '.join(beaten)} lower than the control in every seed: the reconstructions "
                        "add to what the alternating batches give" if beaten else
                        "no schedule is lower than the control in every seed: the reconstructions add "
                        "nothing measurable to the alternating batches")
+            against_baseline = ("" if not batching else  # the baseline's seeds not finished yet
+                                " The control against the baseline: {:+.2f} +- {:.2f} points.".format(
+                                    *mean_std(batching)))
             lines.append(f"- l = {labelled}, u = {u if u != REST else '5e4 - l'}, {runs} seed"
-                         f"{'s' if runs > 1 else ''}, against the control: {'; '.join(parts)}. So {verdict}. "
-                         f"The control against the baseline: {mean:+.2f} +- {std:.2f} points.")
+                         f"{'s' if runs > 1 else ''}, against the control: {'; '.join(parts)}. So {verdict}."
+                         + against_baseline)
     if not lines:
         return []
     return (["**What the finished cells show** (test error at the last epoch, paired by seed, in points; "
