@@ -470,14 +470,15 @@ def mnist_npz(images):
         yield data
 
 
-def write_result(name, result, render):
-    """`benchmarks/NAME.json` (`result`) and `benchmarks/NAME.md` (`render(result)`), each
-    written whole or not at all; prints the Markdown."""
+def write_result(name, result, render, folder=HERE):
+    """`folder/NAME.json` (`result`) and `folder/NAME.md` (`render(result)`; `folder` is
+    `benchmarks/` unless given), each written whole or not at all; prints the Markdown."""
     from mtl_tf.data.paths import atomic_write_bytes
 
     text = render(result)
-    atomic_write_bytes(HERE / f"{name}.json", (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write_bytes(HERE / f"{name}.md", text.encode())
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(folder) / f"{name}.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(Path(folder) / f"{name}.md", text.encode())
     print(text)
 
 

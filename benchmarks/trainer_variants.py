@@ -5,6 +5,7 @@ threads; each variant in a fresh process per round, the rounds rotating the orde
 `benchmarks.record` measures.
 
     python -m benchmarks.trainer_variants [--images 10000] [--rounds 3] [--epochs 3] [--isa AVX2]
+        [--only "keras batch norm;fused batch norm"] [--out FOLDER]
 
 Writes `benchmarks/trainer_variants.json` and `.md` (with `--isa`, oneDNN held to that
 instruction set by `ONEDNN_MAX_CPU_ISA`: `trainer_variants-avx2.*`): images per second per variant (the
@@ -28,6 +29,7 @@ VARIANTS = {
     "fused batch norm, FusedAdam": {"batch_norm": "fused", "adam": "fused"},
     "fused batch norm, 10 steps per call": {"batch_norm": "fused", "steps_per_execution": 10},
     "fused batch norm, 1 inter-op thread": {"batch_norm": "fused", "inter_op_threads": 1},
+    "fused batch norm, 1 intra-op thread": {"batch_norm": "fused", "intra_op_threads": 1},
 }
 BASE = "keras batch norm"
 
@@ -45,6 +47,8 @@ def probe(path, epochs, batch, options):
 
     if "inter_op_threads" in options:  # before TensorFlow's runtime starts
         tf.config.threading.set_inter_op_parallelism_threads(options["inter_op_threads"])
+    if "intra_op_threads" in options:
+        tf.config.threading.set_intra_op_parallelism_threads(options["intra_op_threads"])
     if "batch_norm" in options:  # decides for every zoo layer left at `fused=None`
         kernel = options["batch_norm"] == "fused"
         mtl_tf.layers.fused_kernel_pays = lambda: kernel
@@ -94,6 +98,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--isa", default=None, help="hold oneDNN to this instruction set (ONEDNN_MAX_CPU_ISA)")
+    parser.add_argument("--only", default=None, help="variants separated by ';' (default: all)")
+    parser.add_argument("--out", default=None, help="folder for the files (default: benchmarks/)")
     parser.add_argument("--probe", nargs=4, metavar=("DATA", "EPOCHS", "BATCH", "OPTIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
@@ -101,8 +107,14 @@ def main(argv=None):
         return probe(path, int(epochs), int(batch), json.loads(options))
     if args.isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = args.isa  # the probes inherit it
-    result = measure(args.images, args.rounds, args.epochs)
-    write_result("trainer_variants" + (f"-{args.isa.lower()}" if args.isa else ""), result, render)
+    names = args.only.split(";") if args.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or BASE not in names:
+        parser.error(f"--only must name variants among {sorted(VARIANTS)}, {BASE!r} among them. "
+                     f"Received: --only={args.only!r}")
+    result = measure(args.images, args.rounds, args.epochs, variants={n: VARIANTS[n] for n in names})
+    name = "trainer_variants" + (f"-{args.isa.lower()}" if args.isa else "")
+    write_result(name, result, render, **({"folder": args.out} if args.out else {}))
 
 
 if __name__ == "__main__":

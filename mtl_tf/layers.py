@@ -10,26 +10,38 @@ import tensorflow as tf
 @functools.cache
 def fused_kernel_pays():
     """Whether `FusedBatchNormV3` trains faster than Keras's batch-norm ops here. Measured
-    on the all-conv net (`benchmarks/trainer_variants.md`) on one Intel Xeon: 1.37x and
-    1.41x (two runs) with oneDNN running AVX-512, 0.91x with oneDNN held to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`; its
-    batch-norm primitive then takes 3.3x as long, the convolutions 1.5x). So: on a GPU,
-    or an x86 CPU with AVX-512 that oneDNN is not held back from; not elsewhere (AVX2,
-    ARM: unmeasured, Keras's path)."""
+    on the all-conv net (`benchmarks/trainer_variants*.md`): on an Intel Xeon, 1.37x and
+    1.41x (two runs) with oneDNN running AVX-512 and 0.91x with oneDNN held to AVX2
+    (`ONEDNN_MAX_CPU_ISA=AVX2`; its batch-norm primitive then takes 3.3x as long); on an AMD
+    EPYC held to AVX2, 1.12x (`benchmarks/isa/amd-avx2-trainer-variants`). So: on a GPU, on
+    an AMD x86 CPU, and on an Intel one with AVX-512 that oneDNN is not held back from; not
+    on an Intel CPU without it, nor elsewhere (ARM: unmeasured, Keras's path)."""
     if tf.config.list_physical_devices("GPU"):
         return True
     isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    if isa.startswith(("SSE", "AVX2")) or isa == "AVX":
-        return False
-    return "avx512f" in cpu_flags()
+    held = isa.startswith(("SSE", "AVX2")) or isa == "AVX"
+    if cpu_vendor() == "AuthenticAMD":
+        return not held or isa.startswith("AVX2")  # measured down to AVX2
+    return not held and "avx512f" in cpu_flags()
+
+
+def _cpuinfo(field):
+    """The first `field` line's value in `/proc/cpuinfo`, or "" where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == field), "")
+    except OSError:
+        return ""
 
 
 def cpu_flags():
     """The CPU's feature flags (`/proc/cpuinfo`), or [] where that cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
+    return _cpuinfo("flags").split()
+
+
+def cpu_vendor():
+    """The CPU's vendor (`GenuineIntel`, `AuthenticAMD`...), or "" where it cannot be read."""
+    return _cpuinfo("vendor_id")
 
 
 @keras.saving.register_keras_serializable(package="mtl_tf")
