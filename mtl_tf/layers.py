@@ -13,7 +13,7 @@ def fused_kernel_pays():
     on the all-conv net (`benchmarks/trainer_variants*.md`): on an Intel Xeon, 1.37x and
     1.41x (two runs) with oneDNN running AVX-512 and 0.91x with oneDNN held to AVX2
     (`ONEDNN_MAX_CPU_ISA=AVX2`; its batch-norm primitive then takes 3.3x as long); on an AMD
-    EPYC held to AVX2, 1.12x (`benchmarks/isa/amd-avx2-trainer-variants`). So: on a GPU, on
+    EPYC held to AVX2, 1.06x (`benchmarks/isa/amd-avx2-trainer-variants`). So: on a GPU, on
     an AMD x86 CPU, and on an Intel one with AVX-512 that oneDNN is not held back from; not
     on an Intel CPU without it, nor elsewhere (ARM: unmeasured, Keras's path)."""
     if tf.config.list_physical_devices("GPU"):
